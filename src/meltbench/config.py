@@ -1,0 +1,165 @@
+"""Validated, frozen benchmark specifications.
+
+A :class:`RunSpec` is everything needed to repeat a measurement: which model, which
+engine with which settings, which workload, which sensors. Specs are immutable
+(pydantic ``frozen``) and round-trip through JSON (``model_dump(mode="json")`` /
+``model_validate``), which is how the host hands a job to the worker process and how the
+run is stored.
+
+Defaults follow llama-bench: ``n_prompt=512``, ``n_gen=128``, ``reps=5``, context size
+``n_depth + n_prompt + n_gen``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from meltbench.errors import UsageError
+
+__all__ = [
+    "DEFAULT_ENGINE",
+    "DEFAULT_MODEL",
+    "EngineSpec",
+    "ModelSpec",
+    "RunSpec",
+    "SensorSpec",
+    "WorkloadSpec",
+    "usage_error_from",
+]
+
+DEFAULT_MODEL = "gemma3-270m-q4_k_m"
+DEFAULT_ENGINE = "llama.cpp"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(_Frozen):
+    """Which model to load.
+
+    Attributes:
+        ref: a registered alias (see ``meltbench.models.resolve.ALIASES``; default
+            ``gemma3-270m-q4_k_m``) or a path to a model file (GGUF for llama.cpp).
+    """
+
+    ref: str = Field(default=DEFAULT_MODEL, min_length=1)
+
+
+class EngineSpec(_Frozen):
+    """Which inference engine, and its settings.
+
+    Attributes:
+        name: registered engine name (``llama.cpp``).
+        threads: CPU threads for decode and prefill; ``None`` = physical cores of the
+            target (llama-bench's default).
+        ctx: context size in tokens; ``None`` = n_depth + n_prompt + n_gen.
+        batch: logical batch size for prompt processing, tokens (llama.cpp ``n_batch``).
+        ubatch: physical batch size, tokens (llama.cpp ``n_ubatch``); ``None`` = batch.
+        options: engine-specific extra settings, passed through unchanged.
+    """
+
+    name: str = Field(default=DEFAULT_ENGINE, min_length=1)
+    threads: int | None = Field(default=None, ge=1)
+    ctx: int | None = Field(default=None, ge=1)
+    batch: int = Field(default=512, ge=1)
+    ubatch: int | None = Field(default=None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkloadSpec(_Frozen):
+    """A synthetic llama-bench-style workload: ``pp{n_prompt}+tg{n_gen}@d{n_depth}``.
+
+    Attributes:
+        n_prompt: prompt tokens processed per request (synthetic, seeded ids).
+        n_gen: tokens generated per request (greedy, end-of-sequence ignored).
+        n_depth: tokens already in the KV cache before the timed request (untimed fill).
+        reps: timed repetitions.
+        warmup: untimed repetitions before the timed ones (the first is kept as "cold").
+        seed: seed of the synthetic prompt and depth tokens.
+    """
+
+    n_prompt: int = Field(default=512, ge=1)
+    n_gen: int = Field(default=128, ge=1)
+    n_depth: int = Field(default=0, ge=0)
+    reps: int = Field(default=5, ge=1)
+    warmup: int = Field(default=1, ge=0)
+    seed: int = Field(default=0, ge=0)
+
+    @property
+    def n_ctx_needed(self) -> int:
+        """Tokens the KV cache must hold: n_depth + n_prompt + n_gen."""
+        return self.n_depth + self.n_prompt + self.n_gen
+
+    @property
+    def label(self) -> str:
+        """llama-bench test label, e.g. ``pp512+tg128`` or ``pp512+tg128@d4096``."""
+        label = f"pp{self.n_prompt}+tg{self.n_gen}"
+        return f"{label}@d{self.n_depth}" if self.n_depth else label
+
+
+class SensorSpec(_Frozen):
+    """Sensor settings.
+
+    Attributes:
+        memory_hz: sampling rate of the worker's resident memory, Hz (> 0, <= 1000).
+    """
+
+    memory_hz: float = Field(default=100.0, gt=0, le=1000)
+
+
+class RunSpec(_Frozen):
+    """One benchmark configuration: model x engine x workload x sensors.
+
+    Attributes:
+        timeout_s: wall-clock limit for the whole worker (load + all repetitions),
+            seconds; ``None`` = no limit.
+
+    Raises:
+        pydantic.ValidationError: on invalid values, including a context too small for
+            the workload (convert with :func:`usage_error_from`).
+    """
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    sensors: SensorSpec = Field(default_factory=SensorSpec)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ctx_fits_workload(self) -> RunSpec:
+        need = self.workload.n_ctx_needed
+        if self.engine.ctx is not None and self.engine.ctx < need:
+            raise ValueError(
+                f"n_depth + n_prompt + n_gen = {need} tokens does not fit in ctx = "
+                f"{self.engine.ctx}; raise ctx to at least {need} or shorten the workload"
+            )
+        return self
+
+    @property
+    def n_ctx(self) -> int:
+        """Context size used: ``engine.ctx`` or, by default, what the workload needs."""
+        return self.engine.ctx if self.engine.ctx is not None else self.workload.n_ctx_needed
+
+
+def usage_error_from(err: ValidationError, flags: dict[str, str] | None = None) -> UsageError:
+    """Turn a pydantic ``ValidationError`` into a one-line :class:`UsageError`.
+
+    Args:
+        err: the validation error (its first problem is reported).
+        flags: optional map from a field path such as ``"workload.reps"`` to the CLI flag
+            that sets it (``"--reps"``), so the message names what the user typed.
+    """
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first.get("loc", ()))
+    name = (flags or {}).get(path, path)
+    msg = str(first.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if not path:  # a whole-model check, e.g. ctx too small for the workload
+        return UsageError(msg)
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return UsageError(f"{name}: {msg[0].lower()}{msg[1:]}{shown}")

@@ -1,0 +1,116 @@
+"""The one interface every inference engine implements.
+
+The worker owns the clock: it takes ``time.perf_counter_ns()`` at request start and
+each time :meth:`Engine.stream` yields a token, so every engine is timed by the same
+code. An engine only has to load the model, process tokens and yield each generated
+token as soon as it exists (no buffering).
+
+Engines import their heavy library (llama_cpp, torch, ...) inside their methods, never at
+module level, so the host process can list and check engines cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+__all__ = ["Engine", "EngineSettings"]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Resolved engine settings, as the worker receives them.
+
+    Attributes:
+        threads: CPU threads for both prefill and decode.
+        n_ctx: context size, tokens.
+        batch: logical batch size for prompt processing, tokens.
+        ubatch: physical batch size, tokens.
+        seed: RNG seed handed to the engine.
+        options: engine-specific extra settings.
+    """
+
+    threads: int
+    n_ctx: int
+    batch: int
+    ubatch: int
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-ready)."""
+        return asdict(self)
+
+
+class Engine(ABC):
+    """Base class of engines. Subclasses set ``name`` and ``requires``.
+
+    Lifecycle in the worker: ``load`` once, then per repetition ``reset``, optionally
+    ``extend`` (KV depth fill), ``reset_counters``, ``stream``, ``counters``; finally
+    ``unload``.
+    """
+
+    name: ClassVar[str]
+    #: import names the engine needs; checked on the host before a worker starts.
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: extra options accepted in ``EngineSettings.options``.
+    allowed_options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def missing_requirements(cls) -> list[str]:
+        """Import names in ``requires`` that are not installed (no import is done)."""
+        return [mod for mod in cls.requires if importlib.util.find_spec(mod) is None]
+
+    @classmethod
+    def unknown_options(cls, options: dict[str, Any]) -> list[str]:
+        """Option keys this engine does not accept."""
+        return sorted(set(options) - cls.allowed_options)
+
+    @abstractmethod
+    def load(self, model_path: str) -> None:
+        """Load the model and create the inference context (timed as ``load_ms``)."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Facts about the loaded engine: name, version, device, build/system flags."""
+
+    @property
+    @abstractmethod
+    def n_vocab(self) -> int:
+        """Vocabulary size; synthetic token ids are drawn from ``[0, n_vocab)``."""
+
+    def bos_token(self) -> int | None:
+        """Beginning-of-sequence token id if the model expects one first, else None."""
+        return None
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Empty the KV cache so the next request starts from position 0."""
+
+    @abstractmethod
+    def extend(self, tokens: Sequence[int]) -> None:
+        """Append tokens to the KV cache without generating (used for ``n_depth``)."""
+
+    @abstractmethod
+    def stream(self, prompt: Sequence[int], n_gen: int) -> Iterator[int]:
+        """Process ``prompt`` after the cached tokens, then yield ``n_gen`` greedy tokens.
+
+        Each token must be yielded as soon as it is known. End-of-sequence is ignored so
+        that exactly ``n_gen`` tokens are produced (as llama-bench does).
+        """
+
+    def reset_counters(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Reset the engine's own performance counters, if it has any."""
+
+    def counters(self) -> dict[str, float] | None:
+        """The engine's own performance counters since the last reset, or None."""
+        return None
+
+    def unload(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Release the model and context."""

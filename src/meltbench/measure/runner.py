@@ -1,0 +1,203 @@
+"""Host side of a run: start a fresh worker process, feed it the job, collect its events.
+
+The worker runs in its own process group (so a Ctrl-C reaches the host, which then stops
+the worker cleanly) with the same Python interpreter. Its stderr is drained in a thread,
+keeping the last lines for the failure cause. A timeout kills the worker. Whatever the
+worker reported before it died is kept in :class:`WorkerOutput`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from meltbench.sensors.memory import RssSampler
+
+__all__ = ["WorkerOutput", "describe_exit", "run_worker"]
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class WorkerOutput:
+    """Everything a worker reported, and how it ended.
+
+    Attributes:
+        events: every event, in order.
+        environment, engine: from the ``environment`` and ``loaded`` events (or None).
+        load_ns: model load time, ns (or None if loading did not finish).
+        reps: the ``rep`` events.
+        done: the ``done`` event, None if the worker did not finish.
+        error: the ``error`` event, if any.
+        returncode: process exit status (negative = killed by that signal).
+        stderr_tail: last lines the worker wrote to stderr.
+        timed_out, interrupted: why the host stopped the worker, if it did.
+        memory: the RSS sampler (samples, peak, achieved rate).
+    """
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    environment: dict[str, Any] | None = None
+    engine: dict[str, Any] | None = None
+    load_ns: int | None = None
+    reps: list[dict[str, Any]] = field(default_factory=list)
+    done: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    returncode: int | None = None
+    stderr_tail: list[str] = field(default_factory=list)
+    timed_out: bool = False
+    interrupted: bool = False
+    memory: RssSampler | None = None
+    protocol_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the worker finished every repetition and exited 0."""
+        return self.done is not None and self.returncode == 0 and self.error is None
+
+    def failure_cause(self, timeout_s: float | None = None) -> str | None:
+        """One line saying why the run failed, or None if it did not."""
+        if self.ok:
+            return None
+        if self.interrupted:
+            return "interrupted by the user (Ctrl-C)"
+        if self.timed_out:
+            return f"timed out after {timeout_s:g} s; raise --timeout or shorten the workload"
+        if self.error is not None:
+            return f"{self.error.get('error_type', 'Error')}: {self.error.get('message', '')}"
+        if self.protocol_errors:
+            return f"worker protocol error: {self.protocol_errors[0]}"
+        return describe_exit(self.returncode, self.stderr_tail)
+
+
+def describe_exit(returncode: int | None, stderr_tail: list[str]) -> str:
+    """Explain a worker exit status in one line (signal names, OOM hint, last stderr).
+
+    ``SIGKILL`` is what the Linux out-of-memory killer sends, so it is reported as a
+    probable OOM.
+    """
+    last = next((line for line in reversed(stderr_tail) if line.strip()), "")
+    tail = f"; last stderr: {last.strip()[:300]}" if last else ""
+    if returncode is None:
+        return "worker did not exit"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        if name == "SIGKILL":
+            return f"worker killed by SIGKILL (probably out of memory; see dmesg){tail}"
+        return f"worker crashed with {name}{tail}"
+    if returncode == 0:
+        return f"worker exited before finishing the run{tail}"
+    return f"worker exited with status {returncode}{tail}"
+
+
+def _drain(stream: Any, sink: deque[str]) -> None:
+    for raw in iter(stream.readline, b""):
+        sink.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
+    stream.close()
+
+
+def run_worker(
+    job: dict[str, Any],
+    *,
+    timeout_s: float | None = None,
+    memory_hz: float = 100.0,
+    on_event: EventCallback | None = None,
+    python: str | None = None,
+) -> WorkerOutput:
+    """Run one job in a fresh worker process and collect its events.
+
+    Args:
+        job: the job dict (see :mod:`meltbench.measure.worker`).
+        timeout_s: kill the worker after this many seconds; None = no limit.
+        memory_hz: RSS sampling rate of the worker, Hz.
+        on_event: called with each event as it arrives (progress display).
+        python: interpreter for the worker; default ``sys.executable``.
+
+    Returns:
+        the worker's output; never raises for a failed worker (see ``.ok``), except
+        that ``KeyboardInterrupt`` is re-raised after the worker is stopped and the
+        output marked ``interrupted`` (the output is attached as ``exc.output``).
+    """
+    out = WorkerOutput()
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    proc = subprocess.Popen(
+        [python or sys.executable, "-m", "meltbench.measure.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    stderr_lines: deque[str] = deque(maxlen=40)
+    drain = threading.Thread(target=_drain, args=(proc.stderr, stderr_lines), daemon=True)
+    drain.start()
+    out.memory = RssSampler(proc.pid, memory_hz).start()
+
+    def kill_on_timeout() -> None:
+        out.timed_out = True
+        proc.kill()
+
+    timer = threading.Timer(timeout_s, kill_on_timeout) if timeout_s else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write((json.dumps(job) + "\n").encode())
+        proc.stdin.close()
+        for raw in iter(proc.stdout.readline, b""):
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                out.protocol_errors.append(f"not JSON: {raw[:200]!r}")
+                continue
+            if not isinstance(event, dict):
+                out.protocol_errors.append(f"not an event object: {raw[:200]!r}")
+                continue
+            _record(out, event)
+            if on_event is not None:
+                on_event(event)
+        proc.wait()
+    except KeyboardInterrupt as exc:
+        out.interrupted = True
+        proc.kill()
+        proc.wait()
+        exc.output = out  # type: ignore[attr-defined]
+        raise
+    except BrokenPipeError:
+        proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        out.memory.stop()
+        drain.join(timeout=5)
+        out.stderr_tail = list(stderr_lines)
+        out.returncode = proc.returncode
+    return out
+
+
+def _record(out: WorkerOutput, event: dict[str, Any]) -> None:
+    out.events.append(event)
+    kind = event.get("event")
+    if kind == "environment":
+        out.environment = event.get("data")
+    elif kind == "loaded":
+        out.load_ns = event.get("load_ns")
+        out.engine = event.get("engine")
+    elif kind == "rep":
+        out.reps.append(event)
+    elif kind == "done":
+        out.done = event
+    elif kind == "error":
+        out.error = event

@@ -1,0 +1,263 @@
+"""Descriptive statistics for benchmark samples (pure Python, no numpy).
+
+Every summary keeps its raw samples. Definitions:
+
+- ``stddev`` is the sample standard deviation (Bessel's correction, ``n - 1``).
+- ``median``, ``p90`` and ``p99`` use linear interpolation between closest ranks,
+  Hyndman & Fan (1996) definition 7, the default of NumPy's ``percentile`` and R's
+  ``quantile``.
+- The 95% confidence interval is for the mean, from Student's t distribution:
+  ``mean +- t(0.975, n - 1) * stddev / sqrt(n)`` (Student 1908). It assumes roughly
+  normal, independent repetitions; with n < 2 it is undefined (``None``).
+- Outliers use the modified z-score of Iglewicz & Hoaglin (1993),
+  ``0.6745 * (x - median) / MAD``, as hyperfine does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Summary",
+    "modified_zscores",
+    "percentile",
+    "student_t_cdf",
+    "student_t_quantile",
+    "summarize",
+]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Summary statistics of one metric over repetitions, with the raw samples.
+
+    Attributes:
+        n: number of samples.
+        mean, median, stddev, min, max, p90, p99: in the metric's own unit. ``stddev``
+            is ``None`` for n < 2.
+        ci95_low, ci95_high: 95% confidence interval of the mean (Student's t); ``None``
+            for n < 2.
+        samples: the raw values, in measurement order.
+    """
+
+    n: int
+    mean: float
+    median: float
+    stddev: float | None
+    min: float
+    max: float
+    p90: float
+    p99: float
+    ci95_low: float | None
+    ci95_high: float | None
+    samples: tuple[float, ...] = field(repr=False)
+
+    @property
+    def cv(self) -> float | None:
+        """Coefficient of variation ``stddev / |mean|``; ``None`` if undefined."""
+        if self.stddev is None or self.mean == 0:
+            return None
+        return self.stddev / abs(self.mean)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-dict form (JSON-ready); ``samples`` becomes a list."""
+        return {
+            "n": self.n,
+            "mean": self.mean,
+            "median": self.median,
+            "stddev": self.stddev,
+            "min": self.min,
+            "max": self.max,
+            "p90": self.p90,
+            "p99": self.p99,
+            "ci95_low": self.ci95_low,
+            "ci95_high": self.ci95_high,
+            "samples": list(self.samples),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Summary:
+        """Inverse of :meth:`to_dict`. Raises ``KeyError`` on a missing field."""
+        values = dict(data)
+        values["samples"] = tuple(values["samples"])  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0 <= q <= 100) by linear interpolation (Hyndman & Fan type 7).
+
+    Same result as ``numpy.percentile(values, q)`` with the default method.
+
+    Raises:
+        ValueError: if ``values`` is empty or ``q`` is outside [0, 100].
+    """
+    if not values:
+        raise ValueError("percentile of an empty sequence")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q must be in [0, 100], got {q}")
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(h)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo])
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction for the incomplete beta function (modified Lentz's method).
+
+    Source: Press et al., Numerical Recipes, 3rd ed., section 6.4.
+    """
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c = 1.0
+    d = 1.0 - qab * x / qap
+    d = tiny if abs(d) < tiny else d
+    d = 1.0 / d
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = tiny if abs(d) < tiny else d
+        c = 1.0 + aa / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = tiny if abs(d) < tiny else d
+        c = 1.0 + aa / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            return h
+    raise ArithmeticError("incomplete beta continued fraction did not converge")
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b), 0 <= x <= 1 (Numerical Recipes 6.4)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t distribution with ``df`` degrees of freedom.
+
+    ``P(T <= t) = 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2`` for t >= 0, symmetric otherwise
+    (Abramowitz & Stegun 26.7.1 via the incomplete beta function).
+
+    Raises:
+        ValueError: if ``df <= 0``.
+    """
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """Inverse CDF of Student's t: the t with ``P(T <= t) = p``.
+
+    Solved by bisection on :func:`student_t_cdf` to 1e-12 relative precision, e.g.
+    ``student_t_quantile(0.975, 4) == 2.7764451...`` (the tabulated value).
+
+    Raises:
+        ValueError: if ``p`` is not in (0, 1) or ``df <= 0``.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"probability must be in (0, 1), got {p}")
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while student_t_cdf(hi, df) < p:
+        hi *= 2.0
+        if hi > 1e300:
+            raise ArithmeticError("t quantile search diverged")
+    for _ in range(400):
+        mid = 0.5 * (lo + hi)
+        if student_t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return 0.5 * (lo + hi)
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """Summarize raw samples: n, mean, median, stddev, min, max, p90, p99, 95% CI.
+
+    Args:
+        values: one value per repetition (or per token gap), any unit; at least one.
+
+    Raises:
+        ValueError: if ``values`` is empty or contains a NaN or infinity.
+    """
+    samples = tuple(float(v) for v in values)
+    if not samples:
+        raise ValueError("cannot summarize an empty sample")
+    if any(not math.isfinite(v) for v in samples):
+        raise ValueError("samples must be finite numbers")
+    n = len(samples)
+    mean = math.fsum(samples) / n
+    stddev: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    if n >= 2:
+        var = math.fsum((v - mean) ** 2 for v in samples) / (n - 1)
+        stddev = math.sqrt(var)
+        half = student_t_quantile(0.975, n - 1) * stddev / math.sqrt(n)
+        ci_low, ci_high = mean - half, mean + half
+    return Summary(
+        n=n,
+        mean=mean,
+        median=percentile(samples, 50.0),
+        stddev=stddev,
+        min=min(samples),
+        max=max(samples),
+        p90=percentile(samples, 90.0),
+        p99=percentile(samples, 99.0),
+        ci95_low=ci_low,
+        ci95_high=ci_high,
+        samples=samples,
+    )
+
+
+def modified_zscores(values: Sequence[float]) -> list[float]:
+    """Modified z-scores ``0.6745 * (x - median) / MAD`` (Iglewicz & Hoaglin 1993).
+
+    MAD is the median absolute deviation from the median. When MAD is 0, a value equal
+    to the median scores 0 and any other value scores +-infinity (it is infinitely far
+    from a sample with no spread).
+
+    Raises:
+        ValueError: if ``values`` is empty.
+    """
+    if not values:
+        raise ValueError("modified z-scores of an empty sequence")
+    med = percentile(values, 50.0)
+    mad = percentile([abs(v - med) for v in values], 50.0)
+    scores = []
+    for v in values:
+        if mad == 0:
+            scores.append(0.0 if v == med else math.copysign(math.inf, v - med))
+        else:
+            scores.append(0.6745 * (v - med) / mad)
+    return scores

@@ -1,0 +1,152 @@
+"""The measuring worker: one fresh process per run, on the machine that runs the model.
+
+Run as ``python -m meltbench.measure.worker``. It reads one job (JSON) from stdin and
+writes events as JSON lines to its original stdout. Before anything else it moves file
+descriptor 1 to stderr, so text that an engine's C code prints cannot corrupt the event
+stream. Events, in order::
+
+    {"event": "hello", "protocol": 1, "pid": ..., "clock": "perf_counter_ns"}
+    {"event": "environment", "data": {...}}
+    {"event": "phase", "phase": "load"}
+    {"event": "loaded", "load_ns": ..., "engine": {...}}
+    {"event": "rep", "index": i, "kind": "warmup"|"timed", "t_start_ns": ...,
+     "token_ns": [...], "tokens": [...], "counters": {...}|null, "depth_fill_ns": ...|null}
+    ... one "rep" per repetition, warmup first ...
+    {"event": "done", "memory": {"vm_hwm_bytes": ..., "ru_maxrss_bytes": ...}}
+
+On an exception: ``{"event": "error", "error_type": ..., "message": ...}`` and exit 1.
+All times come from ``time.perf_counter_ns`` (CLOCK_MONOTONIC on Linux). Python's
+garbage collector is paused during each timed request and run between requests.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from typing import IO, Any
+
+PROTOCOL = 1
+
+__all__ = ["PROTOCOL", "main", "peak_memory"]
+
+
+def peak_memory() -> dict[str, int | None]:
+    """This process's peak resident memory, bytes, from the kernel.
+
+    ``vm_hwm_bytes`` is ``VmHWM`` from ``/proc/self/status`` (Linux, exact high-water
+    mark); ``ru_maxrss_bytes`` is ``getrusage`` ``ru_maxrss`` (kilobytes on Linux, bytes
+    on macOS, per getrusage(2)). Either is None where unavailable.
+    """
+    hwm: int | None = None
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    maxrss_bytes = maxrss if sys.platform == "darwin" else maxrss * 1024
+    return {"vm_hwm_bytes": hwm, "ru_maxrss_bytes": maxrss_bytes or None}
+
+
+def _emitter(stream: IO[str]) -> Any:
+    def emit(event: str, **fields: Any) -> None:
+        stream.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+        stream.flush()
+
+    return emit
+
+
+def _measure(job: dict[str, Any], emit: Any) -> None:
+    from meltbench.engines.base import EngineSettings
+    from meltbench.environment import collect_environment
+    from meltbench.registry import ENGINES
+    from meltbench.workloads.synthetic import synthetic_tokens
+
+    emit("environment", data=collect_environment())
+    workload = job["workload"]
+    settings = EngineSettings(**job["settings"])
+    engine = ENGINES.load(job["engine"])(settings)
+
+    emit("phase", phase="load")
+    t0 = time.perf_counter_ns()
+    engine.load(job["model_path"])
+    load_ns = time.perf_counter_ns() - t0
+    emit("loaded", load_ns=load_ns, engine=engine.info())
+
+    n_prompt, n_gen, n_depth = workload["n_prompt"], workload["n_gen"], workload["n_depth"]
+    seed, n_vocab, bos = workload["seed"], engine.n_vocab, engine.bos_token()
+    depth_tokens = synthetic_tokens(n_depth, n_vocab, seed + 1, bos)
+    prompt = synthetic_tokens(n_prompt, n_vocab, seed, None if n_depth else bos)
+    n_warmup, n_reps = workload["warmup"], workload["reps"]
+
+    for index in range(n_warmup + n_reps):
+        kind = "warmup" if index < n_warmup else "timed"
+        engine.reset()
+        depth_fill_ns = None
+        if n_depth:
+            t_fill = time.perf_counter_ns()
+            engine.extend(depth_tokens)
+            depth_fill_ns = time.perf_counter_ns() - t_fill
+        engine.reset_counters()
+        token_ns: list[int] = []
+        tokens: list[int] = []
+        gc.collect()
+        gc.disable()
+        try:
+            clock = time.perf_counter_ns
+            t_start = clock()
+            for token in engine.stream(prompt, n_gen):
+                token_ns.append(clock())
+                tokens.append(token)
+        finally:
+            gc.enable()
+        emit(
+            "rep",
+            index=index,
+            kind=kind,
+            t_start_ns=t_start,
+            token_ns=token_ns,
+            tokens=tokens,
+            counters=engine.counters(),
+            depth_fill_ns=depth_fill_ns,
+        )
+    engine.unload()
+    emit("done", memory=peak_memory())
+
+
+def main() -> int:
+    """Worker entry point; returns the process exit code (0 ok, 1 error)."""
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # anything printed to fd 1 from now on goes to stderr
+    sys.stdout = sys.stderr
+    emit = _emitter(events)
+    emit("hello", protocol=PROTOCOL, pid=os.getpid(), clock="perf_counter_ns")
+    try:
+        job = json.loads(sys.stdin.readline())
+        if job.get("protocol") != PROTOCOL:
+            raise ValueError(f"job protocol {job.get('protocol')!r}, worker speaks {PROTOCOL}")
+        _measure(job, emit)
+    except BaseException as exc:  # report everything, including KeyboardInterrupt
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        try:
+            emit("error", error_type=type(exc).__name__, message=message)
+        except OSError:
+            pass
+        if not isinstance(exc, Exception):
+            return 130
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

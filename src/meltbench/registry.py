@@ -1,0 +1,91 @@
+"""A lazy registry of plug-ins named ``"module:Class"``.
+
+Built-in engines are listed as import strings and imported only when asked for, so
+``import meltbench`` never pulls in torch or llama.cpp (the pattern of
+lm-evaluation-harness). Third-party packages add entries through the Python entry-point
+group ``meltbench.engines`` in their ``pyproject.toml``::
+
+    [project.entry-points."meltbench.engines"]
+    myengine = "mypkg.engine:MyEngine"
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from meltbench.errors import UsageError
+
+__all__ = ["ENGINES", "Registry"]
+
+
+@dataclass
+class Registry:
+    """Names to lazily imported classes.
+
+    Attributes:
+        kind: what is registered ("engine"), used in error messages.
+        group: entry-point group scanned for third-party entries.
+        builtins: name -> ``"module:Class"`` for the entries meltbench ships.
+        aliases: alternative spellings -> canonical name.
+        install_hints: name -> what to install when the import fails.
+    """
+
+    kind: str
+    group: str
+    builtins: dict[str, str]
+    aliases: dict[str, str] = field(default_factory=dict)
+    install_hints: dict[str, str] = field(default_factory=dict)
+
+    def _entries(self) -> dict[str, str]:
+        entries = dict(self.builtins)
+        for ep in entry_points(group=self.group):
+            entries.setdefault(ep.name, ep.value)
+        return entries
+
+    def names(self) -> list[str]:
+        """All registered names (built-in and entry points), sorted."""
+        return sorted(self._entries())
+
+    def canonical(self, name: str) -> str:
+        """The canonical spelling of ``name``.
+
+        Raises:
+            UsageError: if no entry of that name exists.
+        """
+        key = self.aliases.get(name.lower(), name)
+        entries = self._entries()
+        if key not in entries:
+            choices = ", ".join(sorted(entries))
+            raise UsageError(f"unknown {self.kind} {name!r}; choose one of: {choices}")
+        return key
+
+    def load(self, name: str) -> Any:
+        """Import and return the class registered as ``name``.
+
+        Raises:
+            UsageError: if the name is unknown, or its library is not installed (the
+                message says what to ``pip install``).
+        """
+        key = self.canonical(name)
+        target = self._entries()[key]
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            hint = self.install_hints.get(key, "install the package that provides it")
+            raise UsageError(
+                f"{self.kind} {key!r} is not available ({exc.name or exc} is not installed); {hint}"
+            ) from exc
+        return getattr(module, attr)
+
+
+ENGINES = Registry(
+    kind="engine",
+    group="meltbench.engines",
+    builtins={"llama.cpp": "meltbench.engines.llama_cpp:LlamaCppEngine"},
+    aliases={"llama_cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp"},
+    install_hints={"llama.cpp": "pip install 'meltbench[llama]'"},
+)

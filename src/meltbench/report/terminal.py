@@ -1,0 +1,152 @@
+"""Terminal output with rich: live progress during a run, then llama-bench-style tables.
+
+Progress goes to stderr (so ``--format json > out.json`` stays clean); tables go to
+stdout. Rendering reads results only; it never measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from meltbench.results.schema import RunResult
+from meltbench.results.tables import BENCH_COLUMNS, bench_rows, format_bytes
+
+__all__ = ["RunProgress", "print_bench_table", "print_run_details", "print_runs_list"]
+
+_RIGHT = {"size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS"}
+
+
+class RunProgress:
+    """A progress bar fed by worker events: load, warmup i/n, repetition i/n.
+
+    Use as a context manager; pass :meth:`on_event` to ``meltbench.run``.
+
+    Args:
+        total_reps: warmup + timed repetitions.
+        label: shown before the bar (the test label).
+        console: where to draw (stderr by default).
+        enabled: False draws nothing (``--quiet`` or a non-table format off a TTY).
+    """
+
+    def __init__(
+        self, total_reps: int, label: str, console: Console | None = None, enabled: bool = True
+    ) -> None:
+        self.total = total_reps
+        self.label = label
+        self.enabled = enabled
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console or Console(stderr=True),
+            transient=True,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task(f"{label}: starting worker", total=total_reps)
+
+    def __enter__(self) -> RunProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Update the display from one worker event."""
+        kind = event.get("event")
+        if kind == "phase" and event.get("phase") == "load":
+            self.progress.update(self.task, description=f"{self.label}: loading model")
+        elif kind == "loaded":
+            self.progress.update(self.task, description=f"{self.label}: measuring")
+        elif kind == "rep":
+            what = "warmup" if event.get("kind") == "warmup" else "repetition"
+            n_tok = len(event.get("token_ns", []))
+            self.progress.update(
+                self.task,
+                advance=1,
+                description=f"{self.label}: {what} {event.get('index', 0) + 1} done ({n_tok} tok)",
+            )
+
+
+def print_bench_table(results: Sequence[RunResult], console: Console) -> None:
+    """The llama-bench-style table (pp and tg rows per run) plus TTFT/ITL/RSS columns."""
+    table = Table(show_edge=True, header_style="bold")
+    for col in BENCH_COLUMNS:
+        table.add_column(col, justify="right" if col in _RIGHT else "left")
+    for result in results:
+        for row in bench_rows(result):
+            table.add_row(*(row[c] for c in BENCH_COLUMNS))
+    console.print(table)
+
+
+def print_run_details(result: RunResult, console: Console) -> None:
+    """Confidence intervals, cold run, engine agreement, warnings, and failure cause."""
+    m = result.metrics
+
+    def ci(name: str, unit: str) -> str:
+        s = m.get(name)
+        if s is None:
+            return f"{name}: not measured"
+        if s.ci95_low is None:
+            return f"{name}: {s.mean:.2f} {unit} (n={s.n})"
+        return (
+            f"{name}: {s.mean:.2f} {unit}, 95% CI [{s.ci95_low:.2f}, {s.ci95_high:.2f}] (n={s.n})"
+        )
+
+    if result.failure:
+        console.print(f"[bold red]run failed:[/] {result.failure}")
+    lines = [ci("ttft_ms", "ms"), ci("prefill_tps", "tok/s"), ci("decode_tps", "tok/s")]
+    load = m.get("load_ms")
+    if load is not None:
+        lines.append(f"load_ms: {load.mean:.1f} ms")
+    if result.cold:
+        cold_ttft = result.cold.get("ttft_ms")
+        cold_dec = result.cold.get("decode_tps")
+        parts = []
+        if cold_ttft is not None:
+            parts.append(f"TTFT {cold_ttft:.2f} ms")
+        if cold_dec is not None:
+            parts.append(f"decode {cold_dec:.2f} tok/s")
+        lines.append("cold first request: " + ", ".join(parts))
+    fid = [f"{name} {ratio:.3f}" for name, ratio in result.fidelity.items() if ratio is not None]
+    if fid:
+        lines.append("ours / engine counters: " + ", ".join(fid))
+    mem = result.memory
+    if mem.get("peak_rss_bytes"):
+        lines.append(
+            f"peak RSS {format_bytes(mem['peak_rss_bytes'])} (kernel VmHWM "
+            f"{format_bytes(mem.get('vm_hwm_bytes'))}, sampled "
+            f"{format_bytes(mem.get('peak_rss_sampled_bytes'))} at "
+            f"{(mem.get('achieved_hz') or 0):.0f} Hz)"
+        )
+    for line in lines:
+        console.print(line, highlight=False)
+    for w in result.warnings:
+        console.print(f"[yellow]warning[/] [{w['code']}] {w['message']} -- {w['advice']}")
+
+
+def print_runs_list(rows: Sequence[dict[str, Any]], console: Console) -> None:
+    """Table of stored runs (``meltbench results list``)."""
+    table = Table(header_style="bold")
+    for col in ("run_id", "started_at", "status", "test", "model", "quant", "engine", "threads"):
+        table.add_column(col)
+    for r in rows:
+        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]"
+        table.add_row(
+            r["run_id"][:12],
+            r["started_at"][:19].replace("T", " "),
+            status,
+            r["test"],
+            r.get("model_name") or "",
+            r.get("quant") or "",
+            r["engine"],
+            str(r.get("threads") or ""),
+        )
+    console.print(table)

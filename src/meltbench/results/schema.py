@@ -1,0 +1,119 @@
+"""The stored form of a run (schema version 1).
+
+A :class:`RunResult` is what ``meltbench.run`` returns, what the SQLite store holds and
+what ``--format json`` prints. It keeps the fully resolved spec, the environment, every
+raw timestamp of every repetition (warmup included), the summaries derived from them
+and the warnings. ``schema_version`` changes whenever a field changes meaning;
+:func:`RunResult.model_validate` rejects unknown versions.
+
+Metric names (units in the names, definitions in SPEC.md): ``load_ms``, ``ttft_ms``,
+``prefill_tps``, ``decode_tps``, ``itl_ms``, ``tpot_ms``, ``e2e_ms``,
+``peak_rss_bytes``, and the engine's own ``engine_prefill_tps`` /
+``engine_decode_tps``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from meltbench.config import RunSpec
+from meltbench.measure.stats import Summary
+
+__all__ = ["SCHEMA_VERSION", "Repetition", "RunResult"]
+
+SCHEMA_VERSION = 1
+
+
+class Repetition(BaseModel):
+    """Raw record of one request.
+
+    Attributes:
+        index: position in the run (warmup first).
+        kind: ``warmup`` (untimed, not summarized) or ``timed``.
+        t_start_ns: request start, ns (``perf_counter_ns`` of the worker).
+        token_ns: when each generated token was available, ns.
+        tokens: the generated token ids.
+        counters: the engine's own counters for this request, if it has any.
+        depth_fill_ns: time to fill the KV cache to ``n_depth`` before the request.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    kind: Literal["warmup", "timed"]
+    t_start_ns: int
+    token_ns: list[int]
+    tokens: list[int]
+    counters: dict[str, float] | None = None
+    depth_fill_ns: int | None = None
+
+
+class RunResult(BaseModel):
+    """One run: configuration, environment, raw samples, summaries, status.
+
+    Attributes:
+        run_id: unique id (32 hex digits).
+        status: ``ok`` or ``failed`` (then ``failure`` says why, in one line).
+        started_at, finished_at: ISO 8601 UTC timestamps.
+        test: llama-bench label, e.g. ``pp512+tg128``.
+        spec: the run specification as given (validated).
+        settings: what the engine was actually given (threads, n_ctx, batch, ...).
+        model: model facts (alias, path, GGUF header: name, quant, n_params, size).
+        engine: the engine's own description (version, system info, ...).
+        target: where the model ran (``local``).
+        environment: machine and software (see ``meltbench.environment``).
+        metrics: summaries by metric name, over the timed repetitions.
+        cold: metrics of the very first request (warmup 0, or timed 0 if no warmup).
+        fidelity: our tok/s divided by the engine's own counters (ratios of medians).
+        memory: RSS sampling details (peak sampled, kernel high-water mark, rate).
+        warnings: typed warnings (code, message, advice, metric).
+        repetitions: raw records of every request, warmup included.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    status: Literal["ok", "failed"]
+    failure: str | None = None
+    started_at: str
+    finished_at: str
+    test: str
+    spec: RunSpec
+    settings: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    engine: dict[str, Any] = Field(default_factory=dict)
+    target: str = "local"
+    environment: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Summary] = Field(default_factory=dict)
+    cold: dict[str, float | None] = Field(default_factory=dict)
+    fidelity: dict[str, float | None] = Field(default_factory=dict)
+    memory: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[dict[str, str | None]] = Field(default_factory=list)
+    repetitions: list[Repetition] = Field(default_factory=list)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(
+                f"result schema version {value} is not supported by this meltbench "
+                f"(version {SCHEMA_VERSION}); upgrade meltbench"
+            )
+        return value
+
+    @property
+    def ok(self) -> bool:
+        """True if the run completed."""
+        return self.status == "ok"
+
+    def median(self, name: str) -> float | None:
+        """Median of metric ``name``, or None if it was not measured."""
+        summary = self.metrics.get(name)
+        return summary.median if summary is not None else None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of the whole result (raw samples included)."""
+        return self.model_dump(mode="json")

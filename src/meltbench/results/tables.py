@@ -1,0 +1,151 @@
+"""Result rows in llama-bench's layout, shared by the terminal, Markdown and CSV outputs.
+
+A run of ``pp512+tg128`` gives two rows, as llama-bench shows them: ``pp512`` with the
+prefill rate and TTFT, and ``tg128`` with the decode rate and inter-token latency.
+Note that our ``tg`` is decoded right after the prompt (the KV cache holds n_depth +
+n_prompt tokens), where llama-bench's plain ``tg128`` starts from an empty cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meltbench.measure.stats import Summary
+from meltbench.results.schema import RunResult
+
+__all__ = [
+    "BENCH_COLUMNS",
+    "bench_rows",
+    "flat_record",
+    "format_bytes",
+    "format_params",
+    "format_rate",
+]
+
+BENCH_COLUMNS = (
+    "model",
+    "size",
+    "params",
+    "engine",
+    "threads",
+    "test",
+    "t/s",
+    "TTFT ms",
+    "ITL p50 ms",
+    "ITL p99 ms",
+    "peak RSS",
+)
+_STATS = ("n", "mean", "median", "stddev", "min", "max", "p90", "p99", "ci95_low", "ci95_high")
+
+
+def format_bytes(n: float | None) -> str:
+    """Binary units as llama-bench prints sizes: ``238.88 MiB``, ``1.50 GiB``."""
+    if n is None:
+        return ""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_params(n: float | None) -> str:
+    """Parameter count as llama-bench prints it: ``268.10 M``, ``7.24 B``."""
+    if n is None:
+        return ""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} B"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} M"
+    return f"{n / 1e3:.2f} K"
+
+
+def format_rate(summary: Summary | None) -> str:
+    """``mean ± stddev`` with two decimals, llama-bench's t/s style."""
+    if summary is None:
+        return ""
+    if summary.stddev is None:
+        return f"{summary.mean:.2f}"
+    return f"{summary.mean:.2f} ± {summary.stddev:.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def bench_rows(result: RunResult) -> list[dict[str, str]]:
+    """The pp and tg rows of one run, keyed by :data:`BENCH_COLUMNS`."""
+    w = result.spec.workload
+    m = result.metrics
+    model = result.model
+    depth = f" @ d{w.n_depth}" if w.n_depth else ""
+    common = {
+        "model": " ".join(str(x) for x in (model.get("name"), model.get("quant")) if x),
+        "size": format_bytes(model.get("size_bytes")),
+        "params": format_params(model.get("n_params")),
+        "engine": str(result.engine.get("name", result.spec.engine.name)),
+        "threads": str(result.settings.get("threads", "")),
+        "peak RSS": format_bytes(result.memory.get("peak_rss_bytes")),
+    }
+    itl = m.get("itl_ms")
+    ttft = m.get("ttft_ms")
+    pp = {
+        **common,
+        "test": f"pp{w.n_prompt}{depth}",
+        "t/s": format_rate(m.get("prefill_tps")),
+        "TTFT ms": _ms(ttft.median if ttft else None),
+        "ITL p50 ms": "",
+        "ITL p99 ms": "",
+    }
+    tg = {
+        **common,
+        "test": f"tg{w.n_gen}{depth}",
+        "t/s": format_rate(m.get("decode_tps")),
+        "TTFT ms": "",
+        "ITL p50 ms": _ms(itl.median if itl else None),
+        "ITL p99 ms": _ms(itl.p99 if itl else None),
+    }
+    rows = [pp, tg]
+    if not result.ok:
+        for row in rows:
+            row["t/s"] = (row["t/s"] + " " if row["t/s"] else "") + "FAILED"
+    return [{col: row.get(col, "") for col in BENCH_COLUMNS} for row in rows]
+
+
+def flat_record(result: RunResult) -> dict[str, Any]:
+    """One flat dict per run (CSV, pandas): identity, settings, then every metric's
+    statistics as ``{metric}_{stat}`` and the fidelity ratios."""
+    w = result.spec.workload
+    model = result.model
+    record: dict[str, Any] = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "failure": result.failure,
+        "started_at": result.started_at,
+        "test": result.test,
+        "model_name": model.get("name"),
+        "model_path": model.get("path"),
+        "quant": model.get("quant"),
+        "size_bytes": model.get("size_bytes"),
+        "n_params": model.get("n_params"),
+        "engine": result.engine.get("name", result.spec.engine.name),
+        "engine_version": result.engine.get("version"),
+        "target": result.target,
+        "threads": result.settings.get("threads"),
+        "n_ctx": result.settings.get("n_ctx"),
+        "n_prompt": w.n_prompt,
+        "n_gen": w.n_gen,
+        "n_depth": w.n_depth,
+        "reps": w.reps,
+        "warmup": w.warmup,
+        "seed": w.seed,
+        "cpu_model": result.environment.get("cpu_model"),
+    }
+    for name in sorted(result.metrics):
+        summary = result.metrics[name]
+        for stat in _STATS:
+            record[f"{name}_{stat}"] = getattr(summary, stat)
+    for name, ratio in sorted(result.fidelity.items()):
+        record[f"{name}_vs_engine"] = ratio
+    for name, value in sorted(result.cold.items()):
+        record[f"cold_{name}"] = value
+    return record

@@ -1,0 +1,102 @@
+"""Resident memory of the worker process, sampled from outside it.
+
+A thread in the host samples the worker's RSS (``psutil.Process.memory_info().rss``,
+``/proc/<pid>/statm`` on Linux) at a fixed rate, so the worker's own timing loop is not
+touched. Samples are scheduled on absolute deadlines (``start + k / hz``) so the rate
+does not drift with the cost of each read. The peak of the samples is a lower bound of the
+true peak; the worker adds the kernel's exact high-water mark (``VmHWM``) at its end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+__all__ = ["MemorySample", "RssSampler"]
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    """One reading: ``t_ns`` from ``time.perf_counter_ns``, ``rss_bytes`` in bytes."""
+
+    t_ns: int
+    rss_bytes: int
+
+
+class RssSampler:
+    """Sample a process's RSS at ``hz`` in a background thread.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. Reading stops
+    quietly when the process exits.
+
+    Args:
+        pid: process to watch.
+        hz: samples per second (> 0).
+
+    Raises:
+        ValueError: if ``hz <= 0``.
+    """
+
+    def __init__(self, pid: int, hz: float) -> None:
+        if hz <= 0:
+            raise ValueError(f"sampling rate must be > 0 Hz, got {hz}")
+        self.pid = pid
+        self.hz = hz
+        self.samples: list[MemorySample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="meltbench-rss", daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        try:
+            proc = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        period_ns = int(1e9 / self.hz)
+        clock = time.perf_counter_ns
+        start = clock()
+        k = 0
+        while not self._stop.is_set():
+            try:
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                return
+            self.samples.append(MemorySample(clock(), int(rss)))
+            k += 1
+            delay = start + k * period_ns - clock()
+            if delay < 0:  # fell behind: skip missed deadlines instead of bursting
+                k += -delay // period_ns + 1
+                delay = start + k * period_ns - clock()
+            self._stop.wait(max(delay, 0) / 1e9)
+
+    def start(self) -> RssSampler:
+        """Start sampling; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling and wait for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> RssSampler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """Largest sampled RSS, bytes; None if nothing was sampled."""
+        return max((s.rss_bytes for s in self.samples), default=None)
+
+    @property
+    def achieved_hz(self) -> float | None:
+        """Samples per second actually taken, over the sampled span; None if < 2 samples."""
+        if len(self.samples) < 2:
+            return None
+        span = self.samples[-1].t_ns - self.samples[0].t_ns
+        return (len(self.samples) - 1) * 1e9 / span if span > 0 else None
