@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup", type=int, help="untimed warmup repetitions (default: 1)")
     run.add_argument("--seed", type=int, help="seed of the synthetic prompt (default: 0)")
     run.add_argument("--timeout", type=float, help="kill the worker after this many seconds")
-    run.add_argument("--memory-hz", type=float, help="RSS sampling rate, Hz (default: 100)")
+    run.add_argument("--memory-hz", type=float, help="RSS sampling rate, Hz (default: 50)")
     run.add_argument(
         "-o",
         "--engine-opt",

@@ -110,7 +110,7 @@ def run_worker(
     job: dict[str, Any],
     *,
     timeout_s: float | None = None,
-    memory_hz: float = 100.0,
+    memory_hz: float = 50.0,
     on_event: EventCallback | None = None,
     python: str | None = None,
 ) -> WorkerOutput:

