@@ -136,8 +136,7 @@ def _stdout_console() -> Any:
 def _cmd_run(args: argparse.Namespace) -> int:
     from meltbench.api import build_spec, run
     from meltbench.errors import UsageError
-    from meltbench.report.terminal import RunProgress, print_bench_table, print_run_details
-    from meltbench.results.export import export
+    from meltbench.report.terminal import RunProgress
     from meltbench.results.store import default_db_path
 
     spec = build_spec(
@@ -169,19 +168,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with RunProgress(total, spec.workload.label, err, enabled=show_progress) as progress:
         result = run(spec, db=db, on_event=progress.on_event)
 
-    if args.format == "table":
-        out = _stdout_console()
-        print_bench_table([result], out)
-        print_run_details(result, out)
-    else:
-        sys.stdout.write(export([result], args.format))
-        for w in result.warnings:
-            err.print(f"[yellow]warning[/] [{w['code']}] {w['message']} -- {w['advice']}")
-        if result.failure:
-            err.print(f"[bold red]run failed:[/] {result.failure}")
+    _print_result(result, args.format, err)
     if db is not None:
         err.print(f"stored run {result.run_id} ({result.status}) in {db}", highlight=False)
     return 0 if result.ok else 1
+
+
+def _print_result(result: Any, fmt: str, err: Any) -> None:
+    """A result on stdout in ``fmt``; with a data format, warnings and failure on ``err``."""
+    from meltbench.report.terminal import print_bench_table, print_run_details, print_warnings
+    from meltbench.results.export import export
+
+    if fmt == "table":
+        out = _stdout_console()
+        print_bench_table([result], out)
+        print_run_details(result, out)
+        return
+    sys.stdout.write(export([result], fmt))
+    print_warnings(result, err)
 
 
 def _open_store(args: argparse.Namespace) -> Any:
@@ -211,15 +215,9 @@ def _cmd_results(args: argparse.Namespace) -> int:
                 print_runs_list(rows, _stdout_console())
             return 0
         if args.results_command == "show":
-            result = store.get(args.run_id)
-            if args.format == "table":
-                from meltbench.report.terminal import print_bench_table, print_run_details
+            from rich.console import Console
 
-                out = _stdout_console()
-                print_bench_table([result], out)
-                print_run_details(result, out)
-            else:
-                sys.stdout.write(export([result], args.format))
+            _print_result(store.get(args.run_id), args.format, Console(stderr=True))
             return 0
         ids = [store.resolve_id(i) for i in args.run_ids]
         results = [store.get(i) for i in ids] if ids else list(store.iter_results())

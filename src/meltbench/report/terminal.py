@@ -16,7 +16,13 @@ from rich.table import Table
 from meltbench.results.schema import RunResult
 from meltbench.results.tables import BENCH_COLUMNS, bench_rows, format_bytes
 
-__all__ = ["RunProgress", "print_bench_table", "print_run_details", "print_runs_list"]
+__all__ = [
+    "RunProgress",
+    "print_bench_table",
+    "print_run_details",
+    "print_runs_list",
+    "print_warnings",
+]
 
 _RIGHT = {"size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS"}
 
@@ -102,8 +108,6 @@ def print_run_details(result: RunResult, console: Console) -> None:
             f"{name}: {s.mean:.2f} {unit}, 95% CI [{s.ci95_low:.2f}, {s.ci95_high:.2f}] (n={s.n})"
         )
 
-    if result.failure:
-        console.print(f"[bold red]run failed:[/] {result.failure}")
     lines = [ci("ttft_ms", "ms"), ci("prefill_tps", "tok/s"), ci("decode_tps", "tok/s")]
     load = m.get("load_ms")
     if load is not None:
@@ -130,8 +134,15 @@ def print_run_details(result: RunResult, console: Console) -> None:
         )
     for line in lines:
         console.print(line, highlight=False)
+    print_warnings(result, console)
+
+
+def print_warnings(result: RunResult, console: Console) -> None:
+    """The run's typed warnings (code, message, advice), then its failure cause if any."""
     for w in result.warnings:
         console.print(f"[yellow]warning[/] [{w['code']}] {w['message']} -- {w['advice']}")
+    if result.failure:
+        console.print(f"[bold red]run failed:[/] {result.failure}")
 
 
 def print_runs_list(rows: Sequence[dict[str, Any]], console: Console) -> None:
