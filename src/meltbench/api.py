@@ -39,7 +39,11 @@ __all__ = ["PreparedRun", "build_spec", "execute", "prepare", "run"]
 #: flat keyword -> (section, field) of RunSpec; also used to name CLI flags in errors.
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "model": ("model", "ref"),
+    "weights": ("model", "weights"),
     "engine": ("engine", "name"),
+    "dtype": ("engine", "dtype"),
+    "device": ("engine", "device"),
+    "endpoint": ("engine", "endpoint"),
     "threads": ("engine", "threads"),
     "ctx": ("engine", "ctx"),
     "batch": ("engine", "batch"),
@@ -60,8 +64,8 @@ EventCallback = Callable[[dict[str, Any]], None]
 def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
     """Build a :class:`RunSpec` from flat keywords (``n_prompt=64, threads=2, ...``).
 
-    Keywords are those of :data:`FLAT_FIELDS` plus ``timeout_s``; ``None`` values are
-    left at their defaults.
+    Keywords are those of :data:`FLAT_FIELDS` plus ``timeout_s`` and ``profile``;
+    ``None`` values are left at their defaults.
 
     Args:
         flags: optional map from field path (``"workload.reps"``) to the name shown in
@@ -75,7 +79,7 @@ def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
     for key, value in options.items():
         if value is None:
             continue
-        if key == "timeout_s":
+        if key in ("timeout_s", "profile"):
             top[key] = value
         elif key in FLAT_FIELDS:
             section, name = FLAT_FIELDS[key]
@@ -109,9 +113,10 @@ class PreparedRun:
         return {
             "protocol": PROTOCOL,
             "engine": self.engine,
-            "model_path": str(self.model.path),
+            "model": self.model.handle().to_dict(),
             "settings": self.settings.to_dict(),
             "workload": self.spec.workload.model_dump(),
+            "profile": self.spec.profile,
         }
 
 
@@ -128,7 +133,9 @@ def prepare(spec: RunSpec) -> PreparedRun:
     engine_name = engine_cls.name
     missing = engine_cls.missing_requirements()
     if missing:
-        hint = ENGINES.install_hints.get(engine_name, "install the engine's library")
+        hint = engine_cls.install_hint or ENGINES.install_hints.get(
+            engine_name, "install the engine's library"
+        )
         raise UsageError(
             f"engine {engine_name!r} needs {', '.join(missing)}, which is not installed; {hint}"
         )
@@ -138,14 +145,27 @@ def prepare(spec: RunSpec) -> PreparedRun:
         raise UsageError(
             f"engine {engine_name!r} has no option {', '.join(unknown)}; allowed: {allowed}"
         )
-    model = resolve_model(spec.model.ref)
+    if spec.profile and not engine_cls.supports_profile:
+        raise UsageError(f"engine {engine_name!r} has no profiler; drop --profile")
     settings = EngineSettings(
         threads=spec.engine.threads or physical_cores(),
         n_ctx=spec.n_ctx,
         batch=spec.engine.batch,
         ubatch=spec.engine.ubatch or spec.engine.batch,
         seed=spec.workload.seed,
+        dtype=spec.engine.dtype,
+        device=spec.engine.device,
+        endpoint=spec.engine.endpoint,
         options=dict(spec.engine.options),
+    )
+    problem = engine_cls.check_settings(settings)
+    if problem:
+        raise UsageError(problem)
+    model = resolve_model(
+        spec.model.ref,
+        formats=tuple(engine_cls.model_formats),
+        weights=spec.model.weights,
+        dtype=spec.engine.dtype,
     )
     return PreparedRun(spec=spec, engine=engine_name, model=model, settings=settings)
 
@@ -203,8 +223,13 @@ def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tup
     warnings: list[BenchWarning] = list(analysis.warnings)
     warnings += check_memory_rate(spec.sensors.memory_hz, memory["achieved_hz"])
 
-    model_facts = {"ref": prepared.model.ref, "alias": prepared.model.alias}
-    model_facts.update(prepared.model.info.to_dict())
+    model_facts = {
+        "ref": prepared.model.ref,
+        "alias": prepared.model.alias,
+        "format": prepared.model.format,
+        "weights": spec.model.weights,
+    }
+    model_facts.update(prepared.model.info)
     result = RunResult(
         run_id=uuid.uuid4().hex,
         status="failed" if failure else "ok",
@@ -222,6 +247,7 @@ def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tup
         fidelity=analysis.fidelity,
         memory=memory,
         warnings=[w.to_dict() for w in warnings],
+        profile=out.profile,
         repetitions=[
             Repetition.model_validate({k: v for k, v in r.items() if k != "event"})
             for r in out.reps

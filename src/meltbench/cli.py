@@ -1,4 +1,5 @@
-"""Command line: ``meltbench run``, ``meltbench results list|show|export``, ``meltbench env``.
+"""Command line: ``meltbench run``, ``results list|show|export``, ``engines``, ``convert``,
+``env``.
 
 Exit codes: 0 success; 1 a run failed (it is stored as failed, with its cause); 2 bad
 input (one line on stderr, nothing stored); 130 interrupted by Ctrl-C.
@@ -22,7 +23,11 @@ RUN_FORMATS = ("table", "json", "jsonl", "csv", "md")
 # RunSpec field path -> the flag that sets it, so errors name what the user typed.
 _FLAGS = {
     "model.ref": "--model",
+    "model.weights": "--weights",
     "engine.name": "--engine",
+    "engine.dtype": "--dtype",
+    "engine.device": "--device",
+    "engine.endpoint": "--endpoint",
     "engine.threads": "--threads",
     "engine.ctx": "--ctx",
     "engine.batch": "--batch",
@@ -80,7 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-m", "--model", help="GGUF path or registered alias (default: gemma3-270m-q4_k_m)"
     )
-    run.add_argument("-e", "--engine", help="inference engine (default: llama.cpp)")
+    run.add_argument(
+        "-e", "--engine", help="inference engine (default: llama.cpp; see meltbench engines)"
+    )
+    run.add_argument(
+        "--weights",
+        choices=("pretrained", "random"),
+        help="random: build --model (a preset or config.json) with random weights",
+    )
+    run.add_argument("--dtype", help="float32, bfloat16, float16, int4 (engines that take one)")
+    run.add_argument("--device", help="cpu, cuda, mps (engines that take one)")
+    run.add_argument("--endpoint", help="base URL of an OpenAI-compatible server (openai)")
+    run.add_argument(
+        "--profile",
+        action="store_true",
+        default=None,
+        help="add one profiled request: time per operator category",
+    )
     run.add_argument("-p", "--n-prompt", type=int, help="prompt tokens per request (default: 512)")
     run.add_argument("-n", "--n-gen", type=int, help="generated tokens per request (default: 128)")
     run.add_argument(
@@ -123,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (rlist, rshow, rexport):
         p.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
 
+    sub.add_parser("engines", help="list engines: installed or not, and how to install")
+    conv = sub.add_parser(
+        "convert",
+        help="convert a model: GGUF -> Hugging Face folder, or -> ONNX Runtime GenAI folder",
+    )
+    conv.add_argument("model", help="alias, GGUF file, or Hugging Face folder")
+    conv.add_argument("--to", required=True, choices=("hf", "onnx"), help="target format")
+    conv.add_argument("--output", required=True, help="folder to create")
+    conv.add_argument("--dtype", help="hf: bfloat16 (default) or float32; onnx: int4 or fp32")
     sub.add_parser("env", help="print this machine's environment as JSON")
     return parser
 
@@ -142,7 +172,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     spec = build_spec(
         flags=_FLAGS,
         model=args.model,
+        weights=args.weights,
         engine=args.engine,
+        dtype=args.dtype,
+        device=args.device,
+        endpoint=args.endpoint,
+        profile=args.profile,
         n_prompt=args.n_prompt,
         n_gen=args.n_gen,
         n_depth=args.n_depth,
@@ -244,6 +279,46 @@ def _write_atomic(path: str, text: str) -> None:
         raise UsageError(f"cannot write {target}: {exc.strerror}; choose another --output") from exc
 
 
+def _cmd_engines(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from meltbench.errors import UsageError
+    from meltbench.registry import ENGINES
+
+    table = Table(header_style="bold")
+    for col in ("engine", "installed", "models", "dtypes", "profile", "install / notes"):
+        table.add_column(col)
+    for name in ENGINES.names():
+        try:
+            cls = ENGINES.load(name)
+        except UsageError as exc:
+            table.add_row(name, "[red]no[/]", "", "", "", str(exc))
+            continue
+        missing = cls.missing_requirements()
+        table.add_row(
+            name,
+            "[green]yes[/]" if not missing else f"[red]no[/] (missing {', '.join(missing)})",
+            ", ".join(cls.model_formats),
+            ", ".join(sorted(cls.dtypes)) or "-",
+            "yes" if cls.supports_profile else "-",
+            (cls.install_hint or ENGINES.install_hints.get(name, ""))
+            if missing
+            else cls.description,
+        )
+    _stdout_console().print(table)
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from meltbench.models.convert import convert
+
+    out = convert(args.model, args.to, Path(args.output), dtype=args.dtype)
+    sys.stderr.write(f"wrote {out}\n")
+    return 0
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
     import json
 
@@ -267,7 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from meltbench.errors import RunInterrupted, UsageError
 
-    handlers = {"run": _cmd_run, "results": _cmd_results, "env": _cmd_env}
+    handlers = {
+        "run": _cmd_run,
+        "results": _cmd_results,
+        "engines": _cmd_engines,
+        "convert": _cmd_convert,
+        "env": _cmd_env,
+    }
     try:
         return handlers[args.command](args)
     except UsageError as exc:

@@ -12,7 +12,7 @@ Defaults follow llama-bench: ``n_prompt=512``, ``n_gen=128``, ``reps=5``, contex
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -42,10 +42,15 @@ class ModelSpec(_Frozen):
 
     Attributes:
         ref: a registered alias (see ``meltbench.models.resolve.ALIASES``; default
-            ``gemma3-270m-q4_k_m``) or a path to a model file (GGUF for llama.cpp).
+            ``gemma3-270m-q4_k_m``), a path (a GGUF file, a Hugging Face folder, an ONNX
+            Runtime GenAI folder), the model name on a server (``openai`` engine), or,
+            with ``weights="random"``, an architecture preset or a ``config.json``.
+        weights: ``pretrained`` (load the weights) or ``random`` (build the architecture
+            from its config with random weights: latency and memory without a download).
     """
 
     ref: str = Field(default=DEFAULT_MODEL, min_length=1)
+    weights: Literal["pretrained", "random"] = "pretrained"
 
 
 class EngineSpec(_Frozen):
@@ -58,6 +63,10 @@ class EngineSpec(_Frozen):
         ctx: context size in tokens; ``None`` = n_depth + n_prompt + n_gen.
         batch: logical batch size for prompt processing, tokens (llama.cpp ``n_batch``).
         ubatch: physical batch size, tokens (llama.cpp ``n_ubatch``); ``None`` = batch.
+        dtype: weights/compute type for engines that take one (``float32``,
+            ``bfloat16``, ``float16``, ``int4``); ``None`` = the engine's default.
+        device: ``cpu``, ``cuda``, ``mps``...; ``None`` = the engine's default.
+        endpoint: base URL of an OpenAI-compatible server (``openai`` engine).
         options: engine-specific extra settings, passed through unchanged.
     """
 
@@ -66,6 +75,9 @@ class EngineSpec(_Frozen):
     ctx: int | None = Field(default=None, ge=1)
     batch: int = Field(default=512, ge=1)
     ubatch: int | None = Field(default=None, ge=1)
+    dtype: str | None = Field(default=None, min_length=1)
+    device: str | None = Field(default=None, min_length=1)
+    endpoint: str | None = Field(default=None, min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -120,6 +132,8 @@ class RunSpec(_Frozen):
     Attributes:
         timeout_s: wall-clock limit for the whole worker (load + all repetitions),
             seconds; ``None`` = no limit.
+        profile: after the timed repetitions, run one more request under the engine's
+            profiler and store a per-operator-category time breakdown.
 
     Raises:
         pydantic.ValidationError: on invalid values, including a context too small for
@@ -131,6 +145,7 @@ class RunSpec(_Frozen):
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     sensors: SensorSpec = Field(default_factory=SensorSpec)
     timeout_s: float | None = Field(default=None, gt=0)
+    profile: bool = False
 
     @model_validator(mode="after")
     def _ctx_fits_workload(self) -> RunSpec:

@@ -85,7 +85,30 @@ class Registry:
 ENGINES = Registry(
     kind="engine",
     group="meltbench.engines",
-    builtins={"llama.cpp": "meltbench.engines.llama_cpp:LlamaCppEngine"},
-    aliases={"llama_cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp"},
-    install_hints={"llama.cpp": "pip install 'meltbench[llama]'"},
+    builtins={
+        "llama.cpp": "meltbench.engines.llama_cpp:LlamaCppEngine",
+        "transformers": "meltbench.engines.transformers:TransformersEngine",
+        "onnxruntime": "meltbench.engines.onnxruntime_genai:OnnxRuntimeGenAIEngine",
+        "mlx": "meltbench.engines.mlx:MlxEngine",
+        "openai": "meltbench.engines.openai:OpenAIEngine",
+    },
+    aliases={
+        "llama_cpp": "llama.cpp",
+        "llamacpp": "llama.cpp",
+        "llama-cpp": "llama.cpp",
+        "torch": "transformers",
+        "pytorch": "transformers",
+        "ort": "onnxruntime",
+        "onnxruntime-genai": "onnxruntime",
+        "onnx": "onnxruntime",
+        "mlx-lm": "mlx",
+        "http": "openai",
+    },
+    install_hints={
+        "llama.cpp": "pip install 'meltbench[llama]'",
+        "transformers": "pip install 'meltbench[torch]'",
+        "onnxruntime": "pip install 'meltbench[onnx]'",
+        "mlx": "pip install 'meltbench[mlx]'",
+        "openai": "pip install 'meltbench[openai]'",
+    },
 )

@@ -17,7 +17,32 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["Engine", "EngineSettings"]
+__all__ = ["Engine", "EngineSettings", "ModelHandle"]
+
+#: Model formats an engine can declare in ``Engine.model_formats``.
+MODEL_FORMATS = ("gguf", "hf", "onnx-genai", "config", "remote")
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """What the worker hands to ``Engine.load``.
+
+    Attributes:
+        ref: what the user passed (alias, path, server model name, preset).
+        format: ``gguf`` (a GGUF file), ``hf`` (a Hugging Face folder: config.json +
+            safetensors), ``onnx-genai`` (an ONNX Runtime GenAI folder), ``config``
+            (an architecture to build with random weights: ``path`` is a config.json),
+            ``remote`` (a model served over HTTP: ``path`` is None).
+        path: local file or folder, or None for ``remote``.
+    """
+
+    ref: str
+    format: str
+    path: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-ready)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -29,7 +54,10 @@ class EngineSettings:
         n_ctx: context size, tokens.
         batch: logical batch size for prompt processing, tokens.
         ubatch: physical batch size, tokens.
-        seed: RNG seed handed to the engine.
+        seed: RNG seed handed to the engine (also seeds random weights).
+        dtype: weights/compute type, or None for the engine's default.
+        device: device name, or None for the engine's default.
+        endpoint: server base URL (HTTP engines).
         options: engine-specific extra settings.
     """
 
@@ -38,6 +66,9 @@ class EngineSettings:
     batch: int
     ubatch: int
     seed: int = 0
+    dtype: str | None = None
+    device: str | None = None
+    endpoint: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,15 +80,25 @@ class Engine(ABC):
     """Base class of engines. Subclasses set ``name`` and ``requires``.
 
     Lifecycle in the worker: ``load`` once, then per repetition ``reset``, optionally
-    ``extend`` (KV depth fill), ``reset_counters``, ``stream``, ``counters``; finally
-    ``unload``.
+    ``extend`` (KV depth fill), ``reset_counters``, ``stream``, ``counters``; then, if
+    profiling was asked for, ``reset`` and ``profile`` once; finally ``unload``.
     """
 
     name: ClassVar[str]
+    #: one line for ``meltbench engines``.
+    description: ClassVar[str] = ""
     #: import names the engine needs; checked on the host before a worker starts.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: what to run when a requirement is missing.
+    install_hint: ClassVar[str] = ""
     #: extra options accepted in ``EngineSettings.options``.
     allowed_options: ClassVar[frozenset[str]] = frozenset()
+    #: model formats ``load`` accepts (see :class:`ModelHandle`), preferred first.
+    model_formats: ClassVar[tuple[str, ...]] = ("gguf",)
+    #: values accepted for ``EngineSettings.dtype`` (empty: the engine takes none).
+    dtypes: ClassVar[frozenset[str]] = frozenset()
+    #: whether :meth:`profile` is implemented.
+    supports_profile: ClassVar[bool] = False
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
@@ -72,8 +113,19 @@ class Engine(ABC):
         """Option keys this engine does not accept."""
         return sorted(set(options) - cls.allowed_options)
 
+    @classmethod
+    def check_settings(cls, settings: EngineSettings) -> str | None:
+        """A one-line problem with ``settings`` for this engine, or None if they are fine.
+
+        The default checks ``dtype`` against :attr:`dtypes`; engines add their own rules.
+        """
+        if settings.dtype is not None and settings.dtype not in cls.dtypes:
+            allowed = ", ".join(sorted(cls.dtypes)) or "none (it takes no --dtype)"
+            return f"engine {cls.name!r} has no dtype {settings.dtype!r}; choose: {allowed}"
+        return None
+
     @abstractmethod
-    def load(self, model_path: str) -> None:
+    def load(self, model: ModelHandle) -> None:
         """Load the model and create the inference context (timed as ``load_ms``)."""
 
     @abstractmethod
@@ -111,6 +163,19 @@ class Engine(ABC):
     def counters(self) -> dict[str, float] | None:
         """The engine's own performance counters since the last reset, or None."""
         return None
+
+    def profile(self, prompt: Sequence[int], n_gen: int) -> dict[str, Any]:
+        """Run one request under the engine's profiler (after :meth:`reset`).
+
+        Returns:
+            ``{"categories_ms": {category: ms}, "ops": [{"name", "category", "ms",
+            "count"}, ...], "source": "..."}`` with categories from
+            :data:`meltbench.measure.profile.CATEGORIES`.
+
+        Raises:
+            NotImplementedError: if the engine has no profiler (``supports_profile``).
+        """
+        raise NotImplementedError(f"engine {self.name!r} has no profiler")
 
     def unload(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Release the model and context."""

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from meltbench.engines.base import Engine, EngineSettings
+from meltbench.engines.base import Engine, EngineSettings, ModelHandle
 
 __all__ = ["LlamaCppEngine", "parse_system_info"]
 
@@ -44,7 +44,10 @@ class LlamaCppEngine(Engine):
     """llama.cpp (GGUF models, every quantization type llama.cpp supports)."""
 
     name = "llama.cpp"
+    description = "llama.cpp through llama-cpp-python: GGUF, every quantization type"
     requires = ("llama_cpp",)
+    install_hint = "pip install 'meltbench[llama]'"
+    model_formats = ("gguf",)
     allowed_options = frozenset(
         {
             "n_gpu_layers",
@@ -68,7 +71,7 @@ class LlamaCppEngine(Engine):
         self._lib: Any = None
         self._logits_view: Any = None
 
-    def load(self, model_path: str) -> None:
+    def load(self, model: ModelHandle) -> None:
         """Load the GGUF file and create a context of ``settings.n_ctx`` tokens.
 
         Raises:
@@ -79,7 +82,7 @@ class LlamaCppEngine(Engine):
         s = self.settings
         self._lib = llama_cpp
         self._llm = llama_cpp.Llama(
-            model_path=model_path,
+            model_path=model.path,
             n_ctx=s.n_ctx,
             n_batch=s.batch,
             n_ubatch=s.ubatch,

@@ -56,6 +56,7 @@ class WorkerOutput:
     interrupted: bool = False
     memory: RssSampler | None = None
     protocol_errors: list[str] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -197,6 +198,8 @@ def _record(out: WorkerOutput, event: dict[str, Any]) -> None:
         out.engine = event.get("engine")
     elif kind == "rep":
         out.reps.append(event)
+    elif kind == "profile":
+        out.profile = event.get("data")
     elif kind == "done":
         out.done = event
     elif kind == "error":

@@ -12,6 +12,7 @@ stream. Events, in order::
     {"event": "rep", "index": i, "kind": "warmup"|"timed", "t_start_ns": ...,
      "token_ns": [...], "tokens": [...], "counters": {...}|null, "depth_fill_ns": ...|null}
     ... one "rep" per repetition, warmup first ...
+    {"event": "profile", "data": {...}}   (only when the job asks for a profile)
     {"event": "done", "memory": {"vm_hwm_bytes": ..., "ru_maxrss_bytes": ...}}
 
 On an exception: ``{"event": "error", "error_type": ..., "message": ...}`` and exit 1.
@@ -64,7 +65,7 @@ def _emitter(stream: IO[str]) -> Any:
 
 
 def _measure(job: dict[str, Any], emit: Any) -> None:
-    from meltbench.engines.base import EngineSettings
+    from meltbench.engines.base import EngineSettings, ModelHandle
     from meltbench.environment import collect_environment
     from meltbench.registry import ENGINES
     from meltbench.workloads.synthetic import synthetic_tokens
@@ -76,7 +77,7 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
 
     emit("phase", phase="load")
     t0 = time.perf_counter_ns()
-    engine.load(job["model_path"])
+    engine.load(ModelHandle(**job["model"]))
     load_ns = time.perf_counter_ns() - t0
     emit("loaded", load_ns=load_ns, engine=engine.info())
 
@@ -117,6 +118,12 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
             counters=engine.counters(),
             depth_fill_ns=depth_fill_ns,
         )
+    if job.get("profile"):
+        emit("phase", phase="profile")
+        engine.reset()
+        if n_depth:
+            engine.extend(depth_tokens)
+        emit("profile", data=engine.profile(prompt, n_gen))
     engine.unload()
     emit("done", memory=peak_memory())
 

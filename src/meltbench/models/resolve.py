@@ -18,9 +18,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from meltbench.engines.base import ModelHandle
 from meltbench.errors import UsageError
 from meltbench.models.gguf_info import GGUFInfo, check_gguf_path, read_gguf_info
+from meltbench.models.hf_info import read_genai_info, read_hf_info
 
 __all__ = ["ALIASES", "ModelAlias", "ResolvedModel", "cache_dir", "resolve_model"]
 
@@ -55,19 +58,29 @@ _ALIAS_SPELLINGS = {"gemma3-270m": "gemma3-270m-q4_k_m", "gemma3-270m-q4-k-m": "
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model reference resolved to a file, with its header facts.
+    """A model reference resolved to something an engine can load.
 
     Attributes:
         ref: what the user passed.
-        alias: the canonical alias, or None for a path.
-        path: absolute path of the model file.
-        info: facts from the GGUF header.
+        alias: the canonical alias, or None.
+        format: ``gguf``, ``hf``, ``onnx-genai``, ``config`` or ``remote`` (see
+            :class:`meltbench.engines.base.ModelHandle`).
+        path: local file or folder; None for ``remote`` and for built-in presets.
+        info: model facts (name, architecture, quant, n_params, size_bytes, ...); keys
+            that cannot be known for the format are None.
     """
 
     ref: str
     alias: str | None
-    path: Path
-    info: GGUFInfo
+    format: str
+    path: Path | None
+    info: dict[str, Any]
+
+    def handle(self) -> ModelHandle:
+        """The handle the worker passes to ``Engine.load``."""
+        return ModelHandle(
+            ref=self.ref, format=self.format, path=str(self.path) if self.path else None
+        )
 
 
 def cache_dir() -> Path:
@@ -113,20 +126,127 @@ def _cached_info(path: Path) -> GGUFInfo:
     return info
 
 
-def resolve_model(ref: str) -> ResolvedModel:
-    """Resolve an alias or a path to a local GGUF file and read its header facts.
+_CONVERT_HINT = {
+    ("gguf", "hf"): "convert it with: meltbench convert {ref} --to hf",
+    ("hf", "onnx-genai"): "convert it with: meltbench convert {ref} --to onnx",
+    ("gguf", "onnx-genai"): "convert it with: meltbench convert {ref} --to onnx",
+}
 
-    Args:
-        ref: a key of :data:`ALIASES` (case-insensitive) or a path to a ``.gguf`` file.
+
+def detect_format(path: Path) -> str:
+    """``gguf``, ``hf`` or ``onnx-genai`` from what is at ``path``.
 
     Raises:
-        UsageError: unknown alias whose package is missing, missing path, directory,
-            non-GGUF file, or a truncated GGUF file.
+        UsageError: missing path, non-GGUF file, or a folder that is neither a Hugging
+            Face folder (``config.json``) nor an ONNX Runtime GenAI folder
+            (``genai_config.json``).
     """
+    if path.is_dir():
+        if (path / "genai_config.json").is_file():
+            return "onnx-genai"
+        if (path / "config.json").is_file():
+            return "hf"
+        raise UsageError(
+            f"model path is a directory: {path}; pass the .gguf file inside it, or a "
+            "Hugging Face folder (config.json) or ONNX Runtime GenAI folder (genai_config.json)"
+        )
+    check_gguf_path(path)
+    return "gguf"
+
+
+def _random_weights(ref: str, formats: tuple[str, ...]) -> ResolvedModel:
+    from meltbench.models.presets import PRESETS
+
+    if "config" not in formats:
+        raise UsageError(
+            "this engine cannot build random weights; use --engine transformers with "
+            "--weights random"
+        )
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read model config {path}: {exc}; pass a config.json") from exc
+        arch = config.get("model_type")
+        info = {"name": path.parent.name, "architecture": arch, "quant": None, "n_params": None}
+        return ResolvedModel(ref=ref, alias=None, format="config", path=path.resolve(), info=info)
+    if ref not in PRESETS:
+        raise UsageError(
+            f"no architecture preset or config.json {ref!r}; use a config.json path or one "
+            f"of: {', '.join(sorted(PRESETS))}"
+        )
+    arch = PRESETS[ref].get("model_type")
+    info = {"name": ref, "architecture": arch, "quant": None, "n_params": None}
+    return ResolvedModel(ref=ref, alias=None, format="config", path=None, info=info)
+
+
+def _derive(gguf: Path, target: str, dtype: str | None) -> Path:
+    """The alias's GGUF converted to ``target`` format, cached under :func:`cache_dir`."""
+    from meltbench.models import convert
+
+    if target == "hf":
+        return convert.cached_hf_from_gguf(gguf)
+    return convert.cached_onnx_from_gguf(gguf, precision=dtype or "int4")
+
+
+def resolve_model(
+    ref: str,
+    formats: tuple[str, ...] = ("gguf",),
+    weights: str = "pretrained",
+    dtype: str | None = None,
+) -> ResolvedModel:
+    """Resolve an alias, path, preset or server model name for an engine.
+
+    Args:
+        ref: a key of :data:`ALIASES` (case-insensitive), a path (GGUF file, Hugging
+            Face folder, ONNX Runtime GenAI folder), a server model name (when
+            ``formats`` is ``("remote",)``), or with ``weights="random"`` a preset name
+            from :data:`meltbench.models.presets.PRESETS` or a ``config.json`` path.
+        formats: the formats the engine loads, preferred first. An alias whose GGUF the
+            engine cannot load is converted once (dequantized Hugging Face folder,
+            then ONNX) and cached.
+        weights: ``pretrained`` or ``random``.
+        dtype: the engine's dtype, used to pick the ONNX precision when converting.
+
+    Raises:
+        UsageError: unknown alias whose package is missing, missing path, a directory
+            that is no model folder, non-GGUF file, truncated GGUF, or a format the
+            engine cannot load (the message says how to convert).
+    """
+    if weights == "random":
+        return _random_weights(ref, formats)
+    if formats == ("remote",):
+        info = {"name": ref, "architecture": None, "quant": None, "n_params": None}
+        return ResolvedModel(ref=ref, alias=None, format="remote", path=None, info=info)
     key = ref.strip().lower()
     key = _ALIAS_SPELLINGS.get(key, key)
-    if key in ALIASES:
-        path = check_gguf_path(_alias_path(key))
-        return ResolvedModel(ref=ref, alias=key, path=path, info=_cached_info(path))
-    path = check_gguf_path(ref)
-    return ResolvedModel(ref=ref, alias=None, path=path, info=_cached_info(path))
+    alias = key if key in ALIASES else None
+    alias_gguf = check_gguf_path(_alias_path(key)) if alias else None
+    path = alias_gguf or Path(ref).expanduser()
+    if not path.exists():
+        raise UsageError(
+            f"model file not found: {path}; pass an existing .gguf path or a registered alias"
+        )
+    fmt = detect_format(path)
+    if fmt not in formats and alias and fmt == "gguf":
+        target = next((f for f in formats if f in ("hf", "onnx-genai")), None)
+        if target is not None:
+            path, fmt = _derive(path, target, dtype), target
+    if fmt not in formats:
+        hint = _CONVERT_HINT.get((fmt, formats[0]), "")
+        raise UsageError(
+            f"this engine cannot load a {fmt} model ({path}); it loads: "
+            f"{', '.join(formats)}" + (f"; {hint.format(ref=ref)}" if hint else "")
+        )
+    if fmt == "gguf":
+        info: dict[str, Any] = _cached_info(path.resolve()).to_dict()
+    elif fmt == "hf":
+        info = read_hf_info(path)
+    else:
+        info = read_genai_info(path)
+    if alias and fmt != "gguf":
+        info["derived_from"] = str(alias_gguf)
+    return ResolvedModel(ref=ref, alias=alias, format=fmt, path=path.resolve(), info=info)

@@ -19,6 +19,7 @@ from meltbench.results.tables import BENCH_COLUMNS, bench_rows, format_bytes
 __all__ = [
     "RunProgress",
     "print_bench_table",
+    "print_profile",
     "print_run_details",
     "print_runs_list",
     "print_warnings",
@@ -134,7 +135,22 @@ def print_run_details(result: RunResult, console: Console) -> None:
         )
     for line in lines:
         console.print(line, highlight=False)
+    if result.profile:
+        print_profile(result.profile, console)
     print_warnings(result, console)
+
+
+def print_profile(profile: dict[str, Any], console: Console) -> None:
+    """Time per operator category of the profiled request, largest first, with shares."""
+    cats = profile.get("categories_ms") or {}
+    total = sum(cats.values()) or 1.0
+    table = Table(title=f"profile ({profile.get('source', 'engine profiler')})")
+    table.add_column("category")
+    table.add_column("ms", justify="right")
+    table.add_column("share", justify="right")
+    for name, ms in sorted(cats.items(), key=lambda kv: -kv[1]):
+        table.add_row(name, f"{ms:.2f}", f"{ms / total:.1%}")
+    console.print(table)
 
 
 def print_warnings(result: RunResult, console: Console) -> None:

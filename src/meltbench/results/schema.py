@@ -69,6 +69,8 @@ class RunResult(BaseModel):
         fidelity: our tok/s divided by the engine's own counters (ratios of medians).
         memory: RSS sampling details (peak sampled, kernel high-water mark, rate).
         warnings: typed warnings (code, message, advice, metric).
+        profile: per-operator-category breakdown of one extra request (``--profile``):
+            ``categories_ms``, ``ops``, ``source``; None when not asked for.
         repetitions: raw records of every request, warmup included.
     """
 
@@ -92,6 +94,7 @@ class RunResult(BaseModel):
     fidelity: dict[str, float | None] = Field(default_factory=dict)
     memory: dict[str, Any] = Field(default_factory=dict)
     warnings: list[dict[str, str | None]] = Field(default_factory=list)
+    profile: dict[str, Any] | None = None
     repetitions: list[Repetition] = Field(default_factory=list)
 
     @field_validator("schema_version")

@@ -1,0 +1,111 @@
+"""Model facts from a Hugging Face folder (config.json + safetensors) or an ONNX Runtime
+GenAI folder (genai_config.json), read without loading any weights.
+
+Parameter counts come from the safetensors headers: a file starts with an 8-byte
+little-endian header length, then a JSON header mapping each tensor name to its dtype,
+shape and byte offsets (https://huggingface.co/docs/safetensors, "Format").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from meltbench.errors import UsageError
+
+__all__ = ["read_genai_info", "read_hf_info", "safetensors_header"]
+
+_ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a ``.safetensors`` file (tensor name -> dtype, shape, offsets).
+
+    Raises:
+        UsageError: if the file is too short or its header is not valid JSON.
+    """
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+    except (OSError, struct.error, ValueError) as exc:
+        raise UsageError(f"not a readable safetensors file: {path} ({exc})") from exc
+    if not isinstance(header, dict):
+        raise UsageError(f"not a readable safetensors file: {path}")
+    return header
+
+
+def read_hf_info(folder: Path) -> dict[str, Any]:
+    """Facts of a Hugging Face model folder.
+
+    Returns:
+        ``name``, ``architecture`` (config ``model_type``), ``quant`` (the weights'
+        dominant dtype, e.g. ``bfloat16``), ``n_params`` (sum of tensor elements over the
+        safetensors files, None if there are none), ``size_bytes`` (weights files),
+        ``n_ctx_train`` (``max_position_embeddings``), ``path``.
+
+    Raises:
+        UsageError: if ``config.json`` is missing or not JSON.
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {folder / 'config.json'}: {exc}") from exc
+    text_config = config.get("text_config") or {}
+    n_params = 0
+    dtypes: Counter[str] = Counter()
+    files = sorted(folder.glob("*.safetensors"))
+    for f in files:
+        for name, entry in safetensors_header(f).items():
+            if name == "__metadata__":
+                continue
+            count = math.prod(entry.get("shape", []))
+            n_params += count
+            dtypes[_ST_DTYPES.get(entry.get("dtype", ""), entry.get("dtype", "?"))] += count
+    return {
+        "path": str(folder.resolve()),
+        "name": folder.name,
+        "architecture": config.get("model_type"),
+        "quant": dtypes.most_common(1)[0][0] if dtypes else config.get("torch_dtype"),
+        "n_params": n_params or None,
+        "size_bytes": sum(f.stat().st_size for f in files) or None,
+        "n_ctx_train": config.get("max_position_embeddings")
+        or text_config.get("max_position_embeddings"),
+    }
+
+
+def read_genai_info(folder: Path) -> dict[str, Any]:
+    """Facts of an ONNX Runtime GenAI folder: ``name``, ``architecture`` (the GenAI model
+    type), ``quant`` (from ``meltbench.json`` if meltbench built the folder, else None),
+    ``size_bytes`` (ONNX files and external data), ``n_params`` (None: not stored).
+
+    Raises:
+        UsageError: if ``genai_config.json`` is missing or not JSON.
+    """
+    try:
+        config = json.loads((folder / "genai_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {folder / 'genai_config.json'}: {exc}") from exc
+    built: dict[str, Any] = {}
+    try:
+        built = json.loads((folder / "meltbench.json").read_text())
+    except (OSError, ValueError):
+        pass
+    weights = [
+        f
+        for f in folder.iterdir()
+        if f.suffix in (".onnx", ".data") or f.name.endswith(".onnx.data")
+    ]
+    return {
+        "path": str(folder.resolve()),
+        "name": built.get("name") or folder.name,
+        "architecture": (config.get("model") or {}).get("type"),
+        "quant": built.get("precision"),
+        "n_params": built.get("n_params"),
+        "size_bytes": sum(f.stat().st_size for f in weights) or None,
+        "n_ctx_train": (config.get("model") or {}).get("context_length"),
+    }
