@@ -59,6 +59,10 @@ def truncated_gguf(tmp_path):
         (["--db", "/proc/meltbench.db"], ["results database", "writable path"]),
         (["-o", "warp_speed=9"], ["has no option warp_speed"]),
         (["-o", "novalue"], ["expected KEY=VALUE"]),
+        (["--weights", "random", "--model", "llama"], ["cannot build random weights"]),
+        (["--dtype", "int4"], ["has no dtype 'int4'"]),
+        (["--profile"], ["has no profiler"]),
+        (["--weights", "heavy"], ["invalid choice: 'heavy'"]),
     ],
 )
 def test_bad_run_input(tmp_path, truncated_gguf, args, fragments):
