@@ -12,6 +12,7 @@ temporary folder, then renamed), so an interrupted conversion is never used.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -32,11 +33,18 @@ def _cached(name: str, build: object) -> Path:
     target = cache_dir() / "derived" / name
     if target.is_dir():
         return target
-    tmp = target.with_name(target.name + ".partial")
+    # A per-process partial folder: two processes converting at once never share one.
+    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    build(tmp)  # type: ignore[operator]
-    tmp.rename(target)
+    try:
+        build(tmp)  # type: ignore[operator]
+        tmp.rename(target)
+    except OSError:
+        if not target.is_dir():  # lost a race: the other process's result is as good
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
