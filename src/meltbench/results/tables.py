@@ -72,6 +72,15 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+def _threads(result: RunResult) -> str:
+    """Threads the engine used: its own report when it has one (None = it has no thread
+    setting, shown as "-"), else what meltbench asked for."""
+    if "n_threads" in result.engine:
+        used = result.engine["n_threads"]
+        return "-" if used is None else str(used)
+    return str(result.settings.get("threads", ""))
+
+
 def bench_rows(result: RunResult) -> list[dict[str, str]]:
     """The pp and tg rows of one run, keyed by :data:`BENCH_COLUMNS`."""
     w = result.spec.workload
@@ -83,7 +92,7 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "size": format_bytes(model.get("size_bytes")),
         "params": format_params(model.get("n_params") or result.engine.get("n_params")),
         "engine": str(result.engine.get("name", result.spec.engine.name)),
-        "threads": str(result.settings.get("threads", "")),
+        "threads": _threads(result),
         "peak RSS": format_bytes(result.memory.get("peak_rss_bytes")),
     }
     itl = m.get("itl_ms")
