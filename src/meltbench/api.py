@@ -147,6 +147,11 @@ def prepare(spec: RunSpec) -> PreparedRun:
         )
     if spec.profile and not engine_cls.supports_profile:
         raise UsageError(f"engine {engine_name!r} has no profiler; drop --profile")
+    if spec.workload.n_depth and not engine_cls.supports_depth:
+        raise UsageError(
+            f"engine {engine_name!r} does not support --n-depth (it keeps no KV cache that "
+            "meltbench controls between requests); use --n-depth 0"
+        )
     settings = EngineSettings(
         threads=spec.engine.threads or physical_cores(),
         n_ctx=spec.n_ctx,

@@ -99,6 +99,8 @@ class Engine(ABC):
     dtypes: ClassVar[frozenset[str]] = frozenset()
     #: whether :meth:`profile` is implemented.
     supports_profile: ClassVar[bool] = False
+    #: whether :meth:`extend` works (``--n-depth`` > 0).
+    supports_depth: ClassVar[bool] = True
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
