@@ -235,6 +235,8 @@ def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tup
         "weights": spec.model.weights,
     }
     model_facts.update(prepared.model.info)
+    if model_facts.get("n_params") is None and out.engine:
+        model_facts["n_params"] = out.engine.get("n_params")  # random weights: built ones
     result = RunResult(
         run_id=uuid.uuid4().hex,
         status="failed" if failure else "ok",

@@ -205,9 +205,9 @@ def resolve_model(
             Face folder, ONNX Runtime GenAI folder), a server model name (when
             ``formats`` is ``("remote",)``), or with ``weights="random"`` a preset name
             from :data:`meltbench.models.presets.PRESETS` or a ``config.json`` path.
-        formats: the formats the engine loads, preferred first. An alias whose GGUF the
-            engine cannot load is converted once (dequantized Hugging Face folder,
-            then ONNX) and cached.
+        formats: the formats the engine loads, preferred first. An alias (a GGUF) for
+            an engine whose preferred format is ``hf`` or ``onnx-genai`` is converted
+            once (dequantized Hugging Face folder, then ONNX) and cached.
         weights: ``pretrained`` or ``random``.
         dtype: the engine's dtype, used to pick the ONNX precision when converting.
 
@@ -231,10 +231,10 @@ def resolve_model(
             f"model file not found: {path}; pass an existing .gguf path or a registered alias"
         )
     fmt = detect_format(path)
-    if fmt not in formats and alias and fmt == "gguf":
-        target = next((f for f in formats if f in ("hf", "onnx-genai")), None)
-        if target is not None:
-            path, fmt = _derive(path, target, dtype), target
+    if alias and fmt == "gguf" and formats[0] in ("hf", "onnx-genai"):
+        # The engine prefers another format (e.g. transformers: dequantizing the GGUF
+        # costs ~30 s and 2.5 GB on every load): convert once, then use the cached copy.
+        path, fmt = _derive(path, formats[0], dtype), formats[0]
     if fmt not in formats:
         hint = _CONVERT_HINT.get((fmt, formats[0]), "")
         raise UsageError(
