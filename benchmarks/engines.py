@@ -4,7 +4,10 @@ Every engine runs the same model (Gemma 3 270M: the Q4_K_M GGUF for llama.cpp, i
 dequantized Hugging Face folder for PyTorch and MLX, an ONNX build of that folder for
 ONNX Runtime, llama.cpp's own OpenAI-compatible server for the HTTP engine), the same
 synthetic prompt (same seed) and the same workload, measured by the same worker code.
-The last column counts how many leading greedy tokens agree with llama.cpp's.
+The last column compares the greedy tokens with llama.cpp's: how many positions hold the
+same token, and the first position that differs ("-" if none). Prompts are random token
+ids, so the first token is often a near-tie between two candidates: a difference there
+followed by agreement is rounding, not a wrong engine.
 
 Usage: ``python benchmarks/engines.py [--n-prompt 128 --n-gen 32 --reps 3]``
 """
@@ -52,6 +55,8 @@ def llama_server(model_path: str, threads: int) -> Iterator[str]:
             "2048",
             "--n_threads",
             str(threads),
+            "--logits_all",  # default True: logits for every prompt token, 2x TTFT
+            "False",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -73,14 +78,12 @@ def llama_server(model_path: str, threads: int) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def leading_agreement(a: list[int], b: list[int]) -> int:
-    """Number of leading positions where two token lists agree."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+def agreement(reference: list[int], tokens: list[int]) -> str:
+    """``"equal/total, first diff at i"`` for two greedy token lists."""
+    same = [x == y for x, y in zip(reference, tokens, strict=False)]
+    first = next((i for i, ok in enumerate(same) if not ok), None)
+    where = "-" if first is None else str(first)
+    return f"{sum(same)}/{len(tokens)}, first diff {where}"
 
 
 def main() -> None:
@@ -122,13 +125,11 @@ def main() -> None:
         tokens = result.repetitions[-1].tokens
         if engine == "llama.cpp":
             reference = tokens
-        agree = (
-            "n/a"
-            if engine == "openai" or reference is None
-            else (f"{leading_agreement(reference, tokens)}/{len(tokens)}")
-        )
+        agree = "n/a" if engine == "openai" or reference is None else agreement(reference, tokens)
         m = result.metrics
-        quant = result.model.get("quant") or extra.get("dtype") or ""
+        stored = result.model.get("quant") or ""
+        run_as = extra.get("dtype")
+        quant = f"{stored} as {run_as}" if run_as and run_as != stored else stored
         rows.append(
             (
                 label,
@@ -146,7 +147,7 @@ def main() -> None:
 
     header = (
         "engine",
-        "weights",
+        "weights (run as)",
         "load ms",
         "TTFT ms",
         "prefill t/s",

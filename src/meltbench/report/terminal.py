@@ -144,7 +144,10 @@ def print_profile(profile: dict[str, Any], console: Console) -> None:
     """Time per operator category of the profiled request, largest first, with shares."""
     cats = profile.get("categories_ms") or {}
     total = sum(cats.values()) or 1.0
-    table = Table(title=f"profile ({profile.get('source', 'engine profiler')})")
+    table = Table(
+        title="time per operator category (one profiled request)",
+        caption=str(profile.get("source", "engine profiler")),
+    )
     table.add_column("category")
     table.add_column("ms", justify="right")
     table.add_column("share", justify="right")
