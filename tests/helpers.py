@@ -5,6 +5,18 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+#: Metrics every engine's run must produce (positive numbers).
+RUN_METRICS = (
+    "ttft_ms",
+    "prefill_tps",
+    "decode_tps",
+    "itl_ms",
+    "tpot_ms",
+    "e2e_ms",
+    "load_ms",
+    "peak_rss_bytes",
+)
+
 
 def write_tiny_gguf(path: Path, file_type: int | None = 7, name: str = "tiny test model") -> Path:
     """A 2-tensor GGUF (48 float32 parameters) with llama metadata; file_type 7 = Q8_0."""

