@@ -64,7 +64,8 @@ EventCallback = Callable[[dict[str, Any]], None]
 def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
     """Build a :class:`RunSpec` from flat keywords (``n_prompt=64, threads=2, ...``).
 
-    Keywords are those of :data:`FLAT_FIELDS` plus ``timeout_s`` and ``profile``;
+    Keywords are those of :data:`FLAT_FIELDS` plus ``timeout_s``, ``profile`` and
+    ``memory_limit_bytes``;
     ``None`` values are left at their defaults.
 
     Args:
@@ -79,7 +80,7 @@ def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
     for key, value in options.items():
         if value is None:
             continue
-        if key in ("timeout_s", "profile"):
+        if key in ("timeout_s", "profile", "memory_limit_bytes"):
             top[key] = value
         elif key in FLAT_FIELDS:
             section, name = FLAT_FIELDS[key]
@@ -196,6 +197,7 @@ def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tup
             timeout_s=spec.timeout_s,
             memory_hz=spec.sensors.memory_hz,
             on_event=on_event,
+            memory_limit_bytes=spec.memory_limit_bytes,
         )
     except KeyboardInterrupt as exc:
         out = exc.output  # type: ignore[attr-defined]

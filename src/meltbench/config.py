@@ -134,6 +134,11 @@ class RunSpec(_Frozen):
             seconds; ``None`` = no limit.
         profile: after the timed repetitions, run one more request under the engine's
             profiler and store a per-operator-category time breakdown.
+        memory_limit_bytes: cap on the worker's address space (``RLIMIT_AS``, Linux
+            setrlimit(2)); an allocation beyond it fails inside the engine, so the run is
+            stored as failed (out of memory) without disturbing the machine. ``None`` =
+            no cap. Note that address space counts mapped model files and thread stacks,
+            so it is larger than the resident memory.
 
     Raises:
         pydantic.ValidationError: on invalid values, including a context too small for
@@ -146,6 +151,7 @@ class RunSpec(_Frozen):
     sensors: SensorSpec = Field(default_factory=SensorSpec)
     timeout_s: float | None = Field(default=None, gt=0)
     profile: bool = False
+    memory_limit_bytes: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _ctx_fits_workload(self) -> RunSpec:

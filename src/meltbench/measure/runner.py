@@ -101,6 +101,17 @@ def describe_exit(returncode: int | None, stderr_tail: list[str]) -> str:
     return f"worker exited with status {returncode}{tail}"
 
 
+def _address_space_limit(limit_bytes: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that caps the child's address space at ``limit_bytes``."""
+
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return apply
+
+
 def _drain(stream: Any, sink: deque[str]) -> None:
     for raw in iter(stream.readline, b""):
         sink.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
@@ -114,6 +125,7 @@ def run_worker(
     memory_hz: float = 50.0,
     on_event: EventCallback | None = None,
     python: str | None = None,
+    memory_limit_bytes: int | None = None,
 ) -> WorkerOutput:
     """Run one job in a fresh worker process and collect its events.
 
@@ -123,6 +135,7 @@ def run_worker(
         memory_hz: RSS sampling rate of the worker, Hz.
         on_event: called with each event as it arrives (progress display).
         python: interpreter for the worker; default ``sys.executable``.
+        memory_limit_bytes: ``RLIMIT_AS`` of the worker (set in the child before exec).
 
     Returns:
         the worker's output; never raises for a failed worker (see ``.ok``), except
@@ -132,6 +145,7 @@ def run_worker(
     out = WorkerOutput()
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    limit = _address_space_limit(memory_limit_bytes) if memory_limit_bytes else None
     proc = subprocess.Popen(
         [python or sys.executable, "-m", "meltbench.measure.worker"],
         stdin=subprocess.PIPE,
@@ -139,6 +153,7 @@ def run_worker(
         stderr=subprocess.PIPE,
         env=env,
         start_new_session=True,
+        preexec_fn=limit,
     )
     stderr_lines: deque[str] = deque(maxlen=40)
     drain = threading.Thread(target=_drain, args=(proc.stderr, stderr_lines), daemon=True)
