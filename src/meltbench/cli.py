@@ -1,5 +1,5 @@
-"""Command line: ``meltbench run``, ``results list|show|export``, ``engines``, ``convert``,
-``env``.
+"""Command line: ``meltbench run``, ``sweep``, ``results list|show|export``, ``engines``,
+``convert``, ``env``.
 
 Exit codes: 0 success; 1 a run failed (it is stored as failed, with its cause); 2 bad
 input (one line on stderr, nothing stored); 130 interrupted by Ctrl-C.
@@ -129,6 +129,54 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-f", "--format", choices=RUN_FORMATS, default="table", help="output format")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a matrix of benchmarks from a YAML file and/or llama-bench lists",
+        description=(
+            "Expand an experiment (YAML file, and/or lists on the command line in "
+            "llama-bench syntax: -p 128,512 or -p 128-2048*2 or -t 1-4+1) to its points, "
+            "check them all, then run each in a fresh worker, storing each as it finishes. "
+            "Resumable with --resume."
+        ),
+    )
+    sweep.add_argument("file", nargs="?", help="experiment YAML (see examples/)")
+    for flags, dest, what in (
+        (("-m", "--model"), "model", "models"),
+        (("-e", "--engine"), "engine", "engines"),
+        (("--quant",), "quant", "GGUF quantization variants (requantized from the model)"),
+        (("--dtype",), "dtype", "dtypes"),
+        (("--weights",), "weights", "pretrained/random"),
+        (("-p", "--n-prompt"), "n_prompt", "prompt lengths"),
+        (("-n", "--n-gen"), "n_gen", "generation lengths"),
+        (("-d", "--n-depth"), "n_depth", "KV depths"),
+        (("-t", "--threads"), "threads", "thread counts"),
+        (("-c", "--ctx"), "ctx", "context sizes"),
+        (("-r", "--reps"), "reps", "repetitions"),
+        (("--warmup",), "warmup", "warmups"),
+    ):
+        sweep.add_argument(*flags, dest=dest, metavar="LIST", help=f"{what} (comma list/range)")
+    sweep.add_argument("--cooldown", type=float, metavar="S", help="seconds between points")
+    sweep.add_argument("--timeout", type=float, metavar="S", help="per-point worker timeout")
+    sweep.add_argument("--memory-limit", metavar="SIZE", help="per-point RLIMIT_AS, e.g. 2GiB")
+    sweep.add_argument(
+        "--find-max-context",
+        metavar="LO-HI",
+        help="after the matrix, bisect n_prompt in [LO, HI] to the largest that runs",
+    )
+    sweep.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="SWEEP_ID",
+        help="run only the missing points of the last sweep of FILE (or of SWEEP_ID)",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="print the points and an ETA")
+    sweep.add_argument("--list", action="store_true", help="list the sweeps in the database")
+    sweep.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+    sweep.add_argument("-f", "--format", choices=RUN_FORMATS, default="table")
+    sweep.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
     results = sub.add_parser("results", help="read stored runs back")
     rsub = results.add_subparsers(dest="results_command", metavar="ACTION", parser_class=_Parser)
     rlist = rsub.add_parser("list", help="list stored runs, newest first")
@@ -221,6 +269,12 @@ def _print_result(result: Any, fmt: str, err: Any) -> None:
         return
     sys.stdout.write(export([result], fmt))
     print_warnings(result, err)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from meltbench.sweep.command import run_sweep_command
+
+    return run_sweep_command(args, _stdout_console())
 
 
 def _open_store(args: argparse.Namespace) -> Any:
@@ -344,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {
         "run": _cmd_run,
+        "sweep": _cmd_sweep,
         "results": _cmd_results,
         "engines": _cmd_engines,
         "convert": _cmd_convert,

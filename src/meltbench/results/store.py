@@ -1,11 +1,17 @@
 """SQLite store of runs, with a versioned schema (``PRAGMA user_version``).
 
-Tables (schema version 1):
+Tables (schema version 2):
 
 - ``runs``: one row per run, with the columns one filters on (status, test, model,
-  quant, engine, target, times) and the whole result as JSON (raw repetitions excepted).
+  quant, engine, target, times, sweep_id, point_key) and the whole result as JSON (raw
+  repetitions excepted). A unique index on (sweep_id, point_key) makes "each point of a
+  sweep stored once" a database guarantee.
 - ``metrics``: one row per (run, metric) summary, so SQL can query medians and CIs.
 - ``repetitions``: one row per (run, repetition) with its raw timestamps as JSON.
+- ``sweeps``: one row per sweep: name, source file and its SHA-256, the planned points,
+  and the analysis stored at the end (scaling fits, context search).
+
+Version history: 1 -> 2 added ``sweeps`` and the two ``runs`` columns (migrated in place).
 
 Every run is written in a single transaction: a process killed mid-write leaves the
 database as it was before (SQLite's atomic commit), never half a run. The database is
@@ -27,7 +33,7 @@ from meltbench.results.schema import Repetition, RunResult
 
 __all__ = ["DB_SCHEMA_VERSION", "DEFAULT_DB", "ResultStore", "default_db_path"]
 
-DB_SCHEMA_VERSION = 1
+DB_SCHEMA_VERSION = 2
 DEFAULT_DB = "meltbench.db"
 
 _SCHEMA_V1 = """
@@ -72,8 +78,25 @@ CREATE TABLE IF NOT EXISTS repetitions (
 );
 """
 
+_V1_TO_V2 = """
+ALTER TABLE runs ADD COLUMN sweep_id TEXT;
+ALTER TABLE runs ADD COLUMN point_key TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS runs_sweep_point ON runs (sweep_id, point_key)
+    WHERE sweep_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id      TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    source        TEXT,
+    source_sha256 TEXT,
+    points_json   TEXT NOT NULL,
+    settings_json TEXT NOT NULL,
+    analysis_json TEXT
+);
+"""
+
 # Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1.
-MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2}
 
 
 def default_db_path() -> Path:
@@ -163,11 +186,17 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def save(self, result: RunResult) -> None:
+    def save(
+        self, result: RunResult, sweep_id: str | None = None, point_key: str | None = None
+    ) -> None:
         """Write one run (row, metric summaries, raw repetitions) in one transaction.
 
+        Args:
+            sweep_id, point_key: the sweep and point this run belongs to, if any.
+
         Raises:
-            sqlite3.IntegrityError: if a run with the same id is already stored.
+            sqlite3.IntegrityError: if a run with the same id, or the same sweep point,
+                is already stored.
         """
         data = result.to_json_dict()
         reps = data.pop("repetitions")
@@ -175,8 +204,8 @@ class ResultStore:
         with self._conn:
             self._conn.execute(
                 "INSERT INTO runs (run_id, started_at, finished_at, status, failure, test, "
-                "model_name, model_path, quant, engine, target, threads, result_json) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "model_name, model_path, quant, engine, target, threads, result_json, "
+                "sweep_id, point_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     result.run_id,
                     result.started_at,
@@ -191,6 +220,8 @@ class ResultStore:
                     result.target,
                     result.settings.get("threads"),
                     json.dumps(data),
+                    sweep_id,
+                    point_key,
                 ),
             )
             self._conn.executemany(
@@ -218,6 +249,138 @@ class ResultStore:
                 "INSERT INTO repetitions VALUES (?, ?, ?, ?)",
                 [(result.run_id, r["index"], r["kind"], json.dumps(r)) for r in reps],
             )
+
+    def create_sweep(
+        self,
+        sweep_id: str,
+        name: str,
+        created_at: str,
+        points: list[dict[str, Any]],
+        settings: dict[str, Any],
+        source: str | None = None,
+        source_sha256: str | None = None,
+    ) -> None:
+        """Record a new sweep and its planned points (one transaction)."""
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO sweeps (sweep_id, name, created_at, source, source_sha256, "
+                "points_json, settings_json) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sweep_id,
+                    name,
+                    created_at,
+                    source,
+                    source_sha256,
+                    json.dumps(points),
+                    json.dumps(settings, default=str),
+                ),
+            )
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """A sweep's row with ``points`` and ``settings`` decoded (unique prefix accepted).
+
+        Raises:
+            UsageError: if no single sweep matches.
+        """
+        rows = self._conn.execute(
+            "SELECT sweep_id, name, created_at, source, source_sha256, points_json, "
+            "settings_json, analysis_json FROM sweeps WHERE sweep_id LIKE ? LIMIT 2",
+            (sweep_id.replace("%", "") + "%",),
+        ).fetchall()
+        if len(rows) != 1 or not sweep_id:
+            what = "is ambiguous" if len(rows) > 1 else "does not exist"
+            raise UsageError(
+                f"sweep {sweep_id!r} {what} in {self.path}; see meltbench sweep --list"
+            )
+        sid, name, created, source, sha, points, settings, analysis = rows[0]
+        return {
+            "sweep_id": sid,
+            "name": name,
+            "created_at": created,
+            "source": source,
+            "source_sha256": sha,
+            "points": json.loads(points),
+            "settings": json.loads(settings),
+            "analysis": json.loads(analysis) if analysis else None,
+        }
+
+    def latest_sweep_for(self, source: str) -> dict[str, Any] | None:
+        """The newest sweep started from experiment file ``source``, or None."""
+        row = self._conn.execute(
+            "SELECT sweep_id FROM sweeps WHERE source = ? ORDER BY created_at DESC, rowid DESC "
+            "LIMIT 1",
+            (source,),
+        ).fetchone()
+        return self.get_sweep(row[0]) if row else None
+
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        """Sweeps, newest first: id, name, created_at, source, planned and stored points."""
+        rows = self._conn.execute(
+            "SELECT s.sweep_id, s.name, s.created_at, s.source, s.points_json, "
+            "(SELECT count(*) FROM runs r WHERE r.sweep_id = s.sweep_id) "
+            "FROM sweeps s ORDER BY s.created_at DESC, s.rowid DESC"
+        ).fetchall()
+        return [
+            {
+                "sweep_id": sid,
+                "name": name,
+                "created_at": created,
+                "source": source,
+                "planned": len(json.loads(points)),
+                "stored": stored,
+            }
+            for sid, name, created, source, points, stored in rows
+        ]
+
+    def sweep_points_done(self, sweep_id: str) -> dict[str, str]:
+        """point_key -> run_id of every stored point of a sweep."""
+        return dict(
+            self._conn.execute(
+                "SELECT point_key, run_id FROM runs WHERE sweep_id = ?", (sweep_id,)
+            ).fetchall()
+        )
+
+    def sweep_results(self, sweep_id: str) -> list[RunResult]:
+        """Every stored run of a sweep, in the order they ran."""
+        ids = [
+            r[0]
+            for r in self._conn.execute(
+                "SELECT run_id FROM runs WHERE sweep_id = ? ORDER BY started_at, rowid",
+                (sweep_id,),
+            )
+        ]
+        return [self.get(i) for i in ids]
+
+    def set_sweep_analysis(self, sweep_id: str, analysis: dict[str, Any]) -> None:
+        """Store the sweep's analysis (scaling fits, context search) as JSON."""
+        with self._conn:
+            self._conn.execute(
+                "UPDATE sweeps SET analysis_json = ? WHERE sweep_id = ?",
+                (json.dumps(analysis, default=str), sweep_id),
+            )
+
+    def recent_medians(
+        self, model_path: str, engine: str, metrics: tuple[str, ...], last: int = 10
+    ) -> dict[str, float]:
+        """Median over the last ``last`` ok runs of a model file and engine of each
+        metric's per-run median (used for duration estimates); metrics never measured
+        are absent."""
+        out: dict[str, float] = {}
+        for name in metrics:
+            values = [
+                v
+                for (v,) in self._conn.execute(
+                    "SELECT m.median FROM runs r JOIN metrics m USING (run_id) "
+                    "WHERE r.status = 'ok' AND r.model_path = ? AND r.engine = ? "
+                    "AND m.name = ? ORDER BY r.started_at DESC LIMIT ?",
+                    (model_path, engine, name, last),
+                )
+            ]
+            if values:
+                from meltbench.measure.stats import percentile
+
+                out[name] = percentile(values, 50.0)
+        return out
 
     def list_runs(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Run rows (no JSON), newest first: run_id, started_at, status, failure, test,

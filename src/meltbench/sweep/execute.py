@@ -1,0 +1,238 @@
+"""Running a sweep: plan, check every point, run the missing ones, analyze.
+
+- Every point is checked (engine installed, options, model file, conversions) before the
+  first one runs, so a typo in point 40 does not surface after an hour.
+- Each point runs in its own fresh worker process (pyperf's isolation): its peak memory
+  (VmHWM) is its own, and an out-of-memory kill or a crash ends only that point. Points
+  are ordered so that one model's points run back to back (``order_points``), which
+  keeps its file in the page cache; the reload per point is the price of isolation and
+  is visible as ``load_ms``.
+- Each finished point is committed at once with its sweep id and point key; a unique
+  index makes a second copy impossible. Resume runs exactly the points without a stored
+  run. A Ctrl-C'd point is not stored (it runs again on resume); a point that failed by
+  itself (OOM, crash, timeout) is stored with its cause and not re-run.
+- Cool-down: ``cooldown_s`` seconds of sleep between points (a fixed wait; a thermal
+  rule needs temperature sensors, not available yet).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meltbench.api import PreparedRun, build_spec, execute, prepare
+from meltbench.errors import RunInterrupted, UsageError
+from meltbench.results.schema import RunResult
+from meltbench.results.store import ResultStore
+from meltbench.sweep.experiment import Experiment, Point
+
+__all__ = [
+    "DEFAULT_RATES",
+    "SweepOutcome",
+    "estimate_seconds",
+    "point_options",
+    "prepare_points",
+    "run_sweep",
+]
+
+#: Assumed prefill and decode tok/s for estimates when no stored run of the same model
+#: and engine exists (roughly Gemma 3 270M Q4_K_M on 2 CPU cores).
+DEFAULT_RATES = (500.0, 30.0)
+_WORKER_OVERHEAD_S = 2.0  # worker start, imports, environment collection
+_LOAD_S = 1.0
+
+
+def point_options(exp: Experiment, point: Point) -> dict[str, Any]:
+    """Flat :func:`meltbench.api.build_spec` options of a point (quant excluded)."""
+    opts = {k: v for k, v in point.params.items() if k != "quant"}
+    opts["engine_options"] = dict(exp.settings.get("engine_options") or {}) or None
+    opts["timeout_s"] = exp.settings.get("timeout_s")
+    opts["memory_limit_bytes"] = exp.settings.get("memory_limit_bytes")
+    return opts
+
+
+def _requantized(options: dict[str, Any], quant: str) -> dict[str, Any]:
+    from meltbench.models.quantize import cached_variant
+    from meltbench.models.resolve import resolve_model
+
+    source = resolve_model(options.get("model") or "gemma3-270m-q4_k_m", formats=("gguf",))
+    variant = cached_variant(source.path, quant)  # type: ignore[arg-type]
+    return {**options, "model": str(variant)}
+
+
+def prepare_points(exp: Experiment, points: list[Point]) -> list[PreparedRun]:
+    """Check and resolve every point (no measuring).
+
+    Raises:
+        UsageError: the first bad point, named by its label.
+    """
+    prepared = []
+    for i, point in enumerate(points, 1):
+        try:
+            options = point_options(exp, point)
+            if point.params.get("quant"):
+                options = _requantized(options, str(point.params["quant"]))
+            prepared.append(prepare(build_spec(**options)))
+        except UsageError as exc:
+            raise UsageError(f"point {i} ({point.label()}): {exc}") from None
+    return prepared
+
+
+def _rates(store: ResultStore | None, prepared: PreparedRun) -> tuple[float, float]:
+    stored = (
+        store.recent_medians(
+            str(prepared.model.path), prepared.engine, ("prefill_tps", "decode_tps")
+        )
+        if store is not None
+        else {}
+    )
+    return (
+        stored.get("prefill_tps") or DEFAULT_RATES[0],
+        stored.get("decode_tps") or DEFAULT_RATES[1],
+    )
+
+
+def estimate_seconds(
+    prepared: list[PreparedRun], cooldown_s: float = 0.0, store: ResultStore | None = None
+) -> float:
+    """Rough wall time of the points, seconds.
+
+    Per point: worker start (2 s) + load (1 s) + (warmup + reps) x (n_depth + n_prompt) /
+    prefill_tps + (warmup + reps) x n_gen / decode_tps, plus the cool-down between points.
+    The rates are the medians of stored runs of the same model file and engine, else
+    :data:`DEFAULT_RATES`.
+    """
+    total = 0.0
+    for p in prepared:
+        prefill, decode = _rates(store, p)
+        w = p.spec.workload
+        n_requests = w.warmup + w.reps
+        total += _WORKER_OVERHEAD_S + _LOAD_S
+        total += n_requests * ((w.n_depth + w.n_prompt) / prefill + w.n_gen / decode)
+    return total + cooldown_s * max(len(prepared) - 1, 0)
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep did.
+
+    Attributes:
+        sweep_id: the sweep's id.
+        ran: points run in this invocation (their results).
+        skipped: points already stored (resume).
+        results: every stored run of the sweep, in run order.
+        analysis: scaling fits and context search results (stored with the sweep).
+    """
+
+    sweep_id: str
+    ran: list[RunResult] = field(default_factory=list)
+    skipped: int = 0
+    results: list[RunResult] = field(default_factory=list)
+    analysis: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _open_sweep(
+    store: ResultStore, exp: Experiment, points: list[Point], resume: str | bool
+) -> tuple[str, bool]:
+    """(sweep_id, resumed) for this invocation; checks a resumed file is unchanged."""
+    source = str(exp.source) if exp.source else None
+    if resume:
+        sweep = (
+            store.get_sweep(resume)
+            if isinstance(resume, str)
+            else (store.latest_sweep_for(source) if source else None)
+        )
+        if sweep is None:
+            raise UsageError(
+                f"no sweep of {source or 'this experiment'} to resume in {store.path}; "
+                "run without --resume to start one"
+            )
+        if source and sweep["source"] == source and sweep["source_sha256"] != exp.text_sha256:
+            raise UsageError(
+                f"{source} changed since sweep {sweep['sweep_id'][:12]} started; restore it, "
+                "or run without --resume to start a new sweep"
+            )
+        planned = {p["key"] for p in sweep["points"]}
+        if planned != {p.key for p in points}:
+            raise UsageError(
+                f"the points differ from those of sweep {sweep['sweep_id'][:12]}; run "
+                "without --resume to start a new sweep"
+            )
+        return str(sweep["sweep_id"]), True
+    sweep_id = uuid.uuid4().hex
+    store.create_sweep(
+        sweep_id,
+        exp.name,
+        _now(),
+        [{"key": p.key, "params": p.params} for p in points],
+        exp.settings,
+        source=source,
+        source_sha256=exp.text_sha256,
+    )
+    return sweep_id, False
+
+
+def run_sweep(
+    exp: Experiment,
+    points: list[Point],
+    prepared: list[PreparedRun],
+    db: Path,
+    *,
+    resume: str | bool = False,
+    on_point_start: Callable[[int, int, Point], None] | None = None,
+    on_point_done: Callable[[Point, RunResult | None], None] | None = None,
+    analyze: Callable[[list[RunResult]], dict[str, Any]] | None = None,
+) -> SweepOutcome:
+    """Run the points of ``exp`` that are not stored yet, then analyze the sweep.
+
+    Args:
+        points, prepared: from :func:`~meltbench.sweep.experiment.order_points` and
+            :func:`prepare_points` (same order).
+        db: results database; every point is committed as soon as it finishes.
+        resume: False = new sweep; True = the latest sweep of ``exp.source``; a string =
+            that sweep id (or unique prefix).
+        on_point_start, on_point_done: progress hooks (``done`` gets None when skipped).
+        analyze: turns all the sweep's results into the stored analysis.
+
+    Raises:
+        UsageError: nothing to resume, a changed file, or different points.
+        RunInterrupted: on Ctrl-C (the interrupted point is not stored; resume reruns it).
+    """
+    with ResultStore(db) as store:
+        sweep_id, _ = _open_sweep(store, exp, points, resume)
+        outcome = SweepOutcome(sweep_id=sweep_id)
+        done = store.sweep_points_done(sweep_id)
+        cooldown = float(exp.settings.get("cooldown_s") or 0.0)
+        first = True
+        for i, (point, prep) in enumerate(zip(points, prepared, strict=True), 1):
+            if point.key in done:
+                outcome.skipped += 1
+                if on_point_done:
+                    on_point_done(point, None)
+                continue
+            if not first and cooldown:
+                time.sleep(cooldown)
+            first = False
+            if on_point_start:
+                on_point_start(i, len(points), point)
+            result, interrupted = execute(prep)
+            if interrupted:
+                raise RunInterrupted(result)
+            store.save(result, sweep_id=sweep_id, point_key=point.key)
+            outcome.ran.append(result)
+            if on_point_done:
+                on_point_done(point, result)
+        outcome.results = store.sweep_results(sweep_id)
+        if analyze is not None:
+            outcome.analysis = analyze(outcome.results)
+            store.set_sweep_analysis(sweep_id, outcome.analysis)
+    return outcome
