@@ -91,3 +91,35 @@ def test_not_a_database(tmp_path):
 def test_readonly_open_requires_existing_db(tmp_path):
     with pytest.raises(UsageError, match="no results database"):
         ResultStore(tmp_path / "none.db", readonly=True)
+
+
+def test_migration_from_schema_v1_keeps_runs(tmp_path):
+    from meltbench.results.store import _SCHEMA_V1
+
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(_SCHEMA_V1 + "PRAGMA user_version = 1;")
+    conn.execute(
+        "INSERT INTO runs (run_id, started_at, finished_at, status, test, engine, target, "
+        "result_json) VALUES ('r1', 't0', 't1', 'ok', 'pp8+tg4', 'llama.cpp', 'local', '{}')"
+    )
+    conn.commit()
+    conn.close()
+    with ResultStore(db) as store:
+        rows = store.list_runs()
+        assert [r["run_id"] for r in rows] == ["r1"]
+        assert store.list_sweeps() == []
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    cols = [c[1] for c in conn.execute("PRAGMA table_info(runs)")]
+    assert "sweep_id" in cols and "point_key" in cols
+
+
+def test_a_sweep_point_cannot_be_stored_twice(tmp_path):
+    with ResultStore(tmp_path / "r.db") as store:
+        store.create_sweep("s1", "t", "2026-01-01", [{"key": "k1", "params": {}}], {})
+        store.save(make_result(), sweep_id="s1", point_key="k1")
+        with pytest.raises(sqlite3.IntegrityError):
+            store.save(make_result(), sweep_id="s1", point_key="k1")
+        assert store.sweep_points_done("s1").keys() == {"k1"}
+        assert store.list_sweeps()[0]["stored"] == 1

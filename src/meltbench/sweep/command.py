@@ -228,9 +228,8 @@ def run_sweep_command(args: argparse.Namespace, out: Console) -> int:
     else:
         sys.stdout.write(export(outcome.results, args.format))
     failed = [r for r in outcome.results if not r.ok]
-    err.print(
+    sys.stderr.write(
         f"sweep {outcome.sweep_id} ({exp.name}): {len(outcome.ran)} run now, "
-        f"{outcome.skipped} already stored, {len(failed)} failed; in {db}",
-        highlight=False,
+        f"{outcome.skipped} already stored, {len(failed)} failed; in {db}\n"
     )
     return 1 if failed else 0

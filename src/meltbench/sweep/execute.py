@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meltbench.api import PreparedRun, build_spec, execute, prepare
+from meltbench.api import FLAT_FIELDS, PreparedRun, build_spec, execute, prepare
 from meltbench.errors import RunInterrupted, UsageError
 from meltbench.results.schema import RunResult
 from meltbench.results.store import ResultStore
@@ -43,6 +43,8 @@ __all__ = [
 #: Assumed prefill and decode tok/s for estimates when no stored run of the same model
 #: and engine exists (roughly Gemma 3 270M Q4_K_M on 2 CPU cores).
 DEFAULT_RATES = (500.0, 30.0)
+#: RunSpec field path -> the experiment's parameter name, for error messages.
+_AXIS_NAMES = {f"{section}.{name}": key for key, (section, name) in FLAT_FIELDS.items()}
 _WORKER_OVERHEAD_S = 2.0  # worker start, imports, environment collection
 _LOAD_S = 1.0
 
@@ -77,7 +79,7 @@ def prepare_points(exp: Experiment, points: list[Point]) -> list[PreparedRun]:
             options = point_options(exp, point)
             if point.params.get("quant"):
                 options = _requantized(options, str(point.params["quant"]))
-            prepared.append(prepare(build_spec(**options)))
+            prepared.append(prepare(build_spec(flags=_AXIS_NAMES, **options)))
         except UsageError as exc:
             raise UsageError(f"point {i} ({point.label()}): {exc}") from None
     return prepared

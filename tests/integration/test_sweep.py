@@ -1,0 +1,147 @@
+"""Sweeps on the real default model: resume after SIGKILL and SIGINT, changed files,
+failures stored as data. Points are tiny (a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+EXPERIMENT = """\
+name: resume-test
+n_prompt: [16, 32, 48, 64]
+n_gen: 2
+reps: 1
+warmup: 0
+"""
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "meltbench.cli", "sweep", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def sweep(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meltbench.cli", "sweep", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def stored_points(db: Path) -> list[tuple[str, str]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(
+            "SELECT point_key, status FROM runs WHERE sweep_id IS NOT NULL"
+        ).fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    finally:
+        conn.close()
+
+
+def wait_for_points(db: Path, n: int, proc: subprocess.Popen[str], limit_s: float = 300) -> None:
+    deadline = time.monotonic() + limit_s
+    while len(stored_points(db)) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "sweep made no progress"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_sweep_resumes_every_point_exactly_once(tmp_path, sig):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(EXPERIMENT)
+    db = tmp_path / "runs.db"
+    proc = start(str(exp), "--db", str(db), "-q")
+    wait_for_points(db, 1, proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+    first = stored_points(db)
+    assert 1 <= len(first) < 4
+    done = sweep(str(exp), "--db", str(db), "--resume", "-q", "-f", "json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    keys = [k for k, _ in stored_points(db)]
+    assert len(keys) == 4 and len(set(keys)) == 4  # every point, exactly once
+    assert all(status == "ok" for _, status in stored_points(db))
+    assert len(out["results"]) == 4
+    assert f"{4 - len(first)} run now, {len(first)} already stored" in done.stderr
+
+
+def test_resume_detects_a_changed_file(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(EXPERIMENT.replace("[16, 32, 48, 64]", "[16]"))
+    db = tmp_path / "runs.db"
+    assert sweep(str(exp), "--db", str(db), "-q").returncode == 0
+    exp.write_text(EXPERIMENT.replace("[16, 32, 48, 64]", "[16, 24]"))
+    proc = sweep(str(exp), "--db", str(db), "--resume")
+    assert proc.returncode == 2
+    assert "changed since sweep" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_failed_point_is_stored_with_its_cause_and_the_sweep_goes_on(tmp_path):
+    # With a 700 MiB address-space cap, n_batch 512 fails (llama-cpp-python reserves an
+    # n_batch x n_vocab float32 array: 512 MiB) while n_batch 64 fits.
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "name: oom\nbatch: [512, 64]\nn_prompt: 16\nn_gen: 2\nreps: 1\nwarmup: 0\n"
+        "memory_limit: 700MiB\n"
+    )
+    db = tmp_path / "runs.db"
+    proc = sweep(str(exp), "--db", str(db), "-q", "-f", "json")
+    assert proc.returncode == 1, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    by_batch = {r["spec"]["engine"]["batch"]: r for r in results}
+    assert by_batch[512]["status"] == "failed"
+    assert "MemoryError" in by_batch[512]["failure"]
+    assert by_batch[64]["status"] == "ok"
+    assert "point failed" in proc.stderr
+
+
+def test_dry_run_lists_points_and_estimate(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(EXPERIMENT)
+    proc = sweep(str(exp), "--db", str(tmp_path / "r.db"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 points" in proc.stdout and "estimated duration" in proc.stdout
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_command_line_lists_and_bad_point(tmp_path):
+    proc = sweep(
+        "-p",
+        "16,32",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--warmup",
+        "0",
+        "-t",
+        "0",
+        "--db",
+        str(tmp_path / "r.db"),
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("meltbench sweep: error: point 1 (")
+    assert "pp16+tg2): threads: input should be greater than or equal to 1 (got 0)" in proc.stderr
+    assert not (tmp_path / "r.db").exists()
