@@ -44,7 +44,9 @@ __all__ = [
 #: ``MemoryError: Unable to allocate ...``; llama-cpp-python's ``ValueError: Failed to
 #: create llama_context`` / ``Failed to load model`` (llama.cpp returns NULL when a
 #: buffer allocation fails); ggml's ``failed to allocate`` messages; C++
-#: ``std::bad_alloc``; ``ENOMEM`` text; and the worker killed by ``SIGKILL``, which is
+#: ``std::bad_alloc``; ``ENOMEM`` text; libgomp's ``Thread creation failed`` (under an
+#: ``RLIMIT_AS`` cap, pthread_create cannot map a thread's 8 MiB stack: measured here with
+#: Gemma 3 270M a few MiB below the cap); and the worker killed by ``SIGKILL``, which is
 #: what the Linux OOM killer sends (``meltbench.measure.runner.describe_exit``).
 OUT_OF_MEMORY_MARKERS: tuple[str, ...] = (
     "MemoryError",
@@ -54,6 +56,7 @@ OUT_OF_MEMORY_MARKERS: tuple[str, ...] = (
     "bad_alloc",
     "out of memory",
     "Cannot allocate memory",
+    "Thread creation failed",
     "SIGKILL",
 )
 
