@@ -195,12 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("engines", help="list engines: installed or not, and how to install")
     conv = sub.add_parser(
         "convert",
-        help="convert a model: GGUF -> Hugging Face folder, or -> ONNX Runtime GenAI folder",
+        help="convert a model: GGUF -> HF folder, -> ONNX Runtime GenAI, or requantize a GGUF",
     )
     conv.add_argument("model", help="alias, GGUF file, or Hugging Face folder")
-    conv.add_argument("--to", required=True, choices=("hf", "onnx"), help="target format")
+    conv.add_argument("--to", required=True, choices=("hf", "onnx", "gguf"), help="target format")
     conv.add_argument("--output", required=True, help="folder to create")
-    conv.add_argument("--dtype", help="hf: bfloat16 (default) or float32; onnx: int4 or fp32")
+    conv.add_argument(
+        "--dtype", help="hf: bfloat16 (default)/float32; onnx: int4/fp32; gguf: Q4_0, Q8_0, ..."
+    )
     sub.add_parser("env", help="print this machine's environment as JSON")
     return parser
 

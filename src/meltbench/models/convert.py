@@ -18,10 +18,11 @@ from pathlib import Path
 
 from meltbench.errors import UsageError
 
-__all__ = ["cached_hf_from_gguf", "cached_onnx_from_gguf", "convert"]
+__all__ = ["cached_hf_from_gguf", "cached_onnx_from_gguf", "convert", "source_key"]
 
 
-def _key(path: Path) -> str:
+def source_key(path: Path) -> str:
+    """16 hex digits identifying a file by path, size and modification time."""
     st = path.stat()
     raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -53,7 +54,7 @@ def cached_hf_from_gguf(gguf: Path, dtype: str = "bfloat16") -> Path:
     from meltbench.models.hf_export import export_gguf_to_hf
 
     return _cached(
-        f"{gguf.stem}-{_key(gguf)}-hf-{dtype}",
+        f"{gguf.stem}-{source_key(gguf)}-hf-{dtype}",
         lambda out: export_gguf_to_hf(gguf, out, dtype=dtype),
     )
 
@@ -64,20 +65,21 @@ def cached_onnx_from_gguf(gguf: Path, precision: str = "int4") -> Path:
 
     hf = cached_hf_from_gguf(gguf)
     return _cached(
-        f"{gguf.stem}-{_key(gguf)}-onnx-{precision}",
+        f"{gguf.stem}-{source_key(gguf)}-onnx-{precision}",
         lambda out: build_genai(hf, out, precision=precision),
     )
 
 
 def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
-    """Convert a model (alias, GGUF file or HF folder) to ``to`` (``hf`` or ``onnx``).
+    """Convert a model (alias, GGUF file or HF folder) to ``to`` (``hf``, ``onnx`` or
+    ``gguf``: a requantized GGUF, ``dtype`` = the llama.cpp type such as ``Q4_0``).
 
     Args:
         ref: alias or path of the source.
         to: ``hf`` (from GGUF) or ``onnx`` (from GGUF or an HF folder).
         output: folder to create (must not exist).
         dtype: ``hf``: ``bfloat16`` (default) or ``float32``; ``onnx``: ``int4``
-            (default) or ``fp32``.
+            (default) or ``fp32``; ``gguf``: the quantization type (required).
 
     Raises:
         UsageError: unknown target, existing output, or a source of the wrong format.
@@ -99,4 +101,11 @@ def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
         hf = src.path if src.format == "hf" else cached_hf_from_gguf(src.path)  # type: ignore[arg-type]
         build_genai(hf, output, precision=dtype or "int4")  # type: ignore[arg-type]
         return output
-    raise UsageError(f"unknown conversion target {to!r}; choose hf or onnx")
+    if to == "gguf":
+        from meltbench.models.quantize import requantize
+
+        if not dtype:
+            raise UsageError("--to gguf needs --dtype QUANT (e.g. Q4_0, Q8_0, Q3_K_M)")
+        src = resolve_model(ref, formats=("gguf",))
+        return requantize(src.path, output, dtype)  # type: ignore[arg-type]
+    raise UsageError(f"unknown conversion target {to!r}; choose hf, onnx or gguf")

@@ -25,7 +25,15 @@ from meltbench.errors import UsageError
 from meltbench.models.gguf_info import GGUFInfo, check_gguf_path, read_gguf_info
 from meltbench.models.hf_info import read_genai_info, read_hf_info
 
-__all__ = ["ALIASES", "ModelAlias", "ResolvedModel", "cache_dir", "resolve_model"]
+__all__ = [
+    "ALIASES",
+    "ModelAlias",
+    "ResolvedModel",
+    "cache_dir",
+    "cached_gguf_info",
+    "detect_format",
+    "resolve_model",
+]
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,8 @@ def _alias_path(name: str) -> Path:
         ) from exc
 
 
-def _cached_info(path: Path) -> GGUFInfo:
+def cached_gguf_info(path: Path) -> GGUFInfo:
+    """GGUF header facts of ``path``, cached by (path, size, mtime) (see module docstring)."""
     st = path.stat()
     key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
     cache_file = cache_dir() / "gguf-info" / f"{key}.json"
@@ -242,7 +251,7 @@ def resolve_model(
             f"{', '.join(formats)}" + (f"; {hint.format(ref=ref)}" if hint else "")
         )
     if fmt == "gguf":
-        info: dict[str, Any] = _cached_info(path.resolve()).to_dict()
+        info: dict[str, Any] = cached_gguf_info(path.resolve()).to_dict()
     elif fmt == "hf":
         info = read_hf_info(path)
     else:

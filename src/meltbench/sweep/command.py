@@ -176,7 +176,10 @@ def run_sweep_command(args: argparse.Namespace, out: Console) -> int:
         raise UsageError("give an experiment file or lists, e.g. meltbench sweep -p 128,512")
     exp = experiment_from_args(args)
     points = order_points(expand(exp))
-    prepared = prepare_points(exp, points)
+    notes: list[str] = []
+    prepared = prepare_points(exp, points, notes)
+    for note in notes:
+        err.print(f"note: {note}", highlight=False)
     if args.dry_run:
         store = ResultStore(db, readonly=True) if db.exists() else None
         try:

@@ -58,17 +58,25 @@ def point_options(exp: Experiment, point: Point) -> dict[str, Any]:
     return opts
 
 
-def _requantized(options: dict[str, Any], quant: str) -> dict[str, Any]:
-    from meltbench.models.quantize import cached_variant
-    from meltbench.models.resolve import resolve_model
+def requantized_options(options: dict[str, Any], quant: str) -> tuple[dict[str, Any], str]:
+    """Options pointing at the ``quant`` variant of the point's GGUF (built once, cached),
+    and the note saying what it was made from."""
+    from meltbench.models.quantize import cached_variant, variant_note
+    from meltbench.models.resolve import cached_gguf_info, resolve_model
 
     source = resolve_model(options.get("model") or "gemma3-270m-q4_k_m", formats=("gguf",))
     variant = cached_variant(source.path, quant)  # type: ignore[arg-type]
-    return {**options, "model": str(variant)}
+    note = variant_note(source.info, cached_gguf_info(variant))
+    return {**options, "model": str(variant)}, note
 
 
-def prepare_points(exp: Experiment, points: list[Point]) -> list[PreparedRun]:
-    """Check and resolve every point (no measuring).
+def prepare_points(
+    exp: Experiment, points: list[Point], notes: list[str] | None = None
+) -> list[PreparedRun]:
+    """Check and resolve every point (no measuring); requantized variants are built here.
+
+    Args:
+        notes: if given, receives one line per distinct requantized variant.
 
     Raises:
         UsageError: the first bad point, named by its label.
@@ -78,7 +86,9 @@ def prepare_points(exp: Experiment, points: list[Point]) -> list[PreparedRun]:
         try:
             options = point_options(exp, point)
             if point.params.get("quant"):
-                options = _requantized(options, str(point.params["quant"]))
+                options, note = requantized_options(options, str(point.params["quant"]))
+                if notes is not None and note not in notes:
+                    notes.append(note)
             prepared.append(prepare(build_spec(flags=_AXIS_NAMES, **options)))
         except UsageError as exc:
             raise UsageError(f"point {i} ({point.label()}): {exc}") from None
