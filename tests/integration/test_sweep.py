@@ -145,3 +145,26 @@ def test_command_line_lists_and_bad_point(tmp_path):
     assert proc.stderr.startswith("meltbench sweep: error: point 1 (")
     assert "pp16+tg2): threads: input should be greater than or equal to 1 (got 0)" in proc.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+def test_max_context_search_from_an_experiment(tmp_path):
+    # llama-cpp-python reserves 512 MiB (n_batch x n_vocab floats) and llama.cpp's output
+    # buffer grows ~1 MiB per token of context below n_batch: with a 1300 MiB cap the
+    # boundary lies between 64 and 512 tokens on this model.
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "name: maxctx\nn_prompt: 64\nn_gen: 2\nreps: 1\nwarmup: 0\nthreads: 2\n"
+        "memory_limit: 1300MiB\nsearch:\n  max_context: {lo: 64, hi: 512, multiple_of: 64}\n"
+    )
+    db = tmp_path / "runs.db"
+    proc = sweep(str(exp), "--db", str(db), "-q", "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    (found,) = json.loads(proc.stdout)["analysis"]["max_context"]
+    assert found["converged"]
+    assert 64 <= found["largest_ok"] < found["smallest_failed"] <= 512
+    assert found["smallest_failed"] - found["largest_ok"] == 64
+    assert "largest n_prompt that runs" in proc.stderr
+    conn = sqlite3.connect(db)
+    statuses = dict(conn.execute("SELECT test, status FROM runs WHERE sweep_id IS NULL"))
+    assert statuses[f"pp{found['largest_ok']}+tg2"] == "ok"
+    assert statuses[f"pp{found['smallest_failed']}+tg2"] == "failed"

@@ -124,8 +124,8 @@ def _search(exp: Experiment, points: list[Any], db: Path, console: Console) -> l
         if group in seen:
             continue
         seen.add(group)
-        for k in ("n_prompt", "ctx"):
-            base.pop(k, None)
+        for k in ("n_prompt", "ctx", "memory_limit_bytes", "timeout_s"):
+            base.pop(k, None)  # the probe sets these itself
         probe = context_probe(
             base,
             memory_limit_bytes=exp.settings.get("memory_limit_bytes"),
