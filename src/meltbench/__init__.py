@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "run": "meltbench.api",
+    "load_results": "meltbench.api",
     "RunResult": "meltbench.results.schema",
     "RunSpec": "meltbench.config",
     "ModelSpec": "meltbench.config",

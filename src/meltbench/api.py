@@ -34,7 +34,7 @@ from meltbench.models.resolve import ResolvedModel, resolve_model
 from meltbench.registry import ENGINES
 from meltbench.results.schema import Repetition, RunResult
 
-__all__ = ["PreparedRun", "build_spec", "execute", "prepare", "run"]
+__all__ = ["PreparedRun", "build_spec", "execute", "load_results", "prepare", "run"]
 
 #: flat keyword -> (section, field) of RunSpec; also used to name CLI flags in errors.
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
@@ -308,3 +308,33 @@ def run(
     if interrupted:
         raise RunInterrupted(result)
     return result
+
+
+def load_results(db: str | os.PathLike[str] | None = None, sweep: str | None = None) -> Any:
+    """Stored runs as a pandas DataFrame: one row per run, tidy columns.
+
+    Columns are those of :func:`meltbench.results.tables.flat_record`: identity (run_id,
+    status, failure, started_at, test, model, quant, engine, dtype, device, threads,
+    n_prompt/n_gen/n_depth, reps, ...), then ``{metric}_{stat}`` for every metric and
+    statistic (n, mean, median, stddev, min, max, p90, p99, ci95_low, ci95_high), the
+    fidelity ratios ``{metric}_vs_engine`` and the cold run ``cold_{metric}``.
+
+    Args:
+        db: database path; default ``$MELTBENCH_DB`` or ``./meltbench.db``.
+        sweep: only the runs of this sweep id (or unique prefix).
+
+    Raises:
+        ImportError: pandas is not installed (``pip install 'meltbench[report]'``).
+        UsageError: no database at ``db``, or an unknown sweep.
+    """
+    import pandas as pd
+
+    from meltbench.results.store import ResultStore, default_db_path
+    from meltbench.results.tables import flat_record
+
+    with ResultStore(Path(db) if db is not None else default_db_path(), readonly=True) as store:
+        if sweep is not None:
+            results = store.sweep_results(str(store.get_sweep(sweep)["sweep_id"]))
+        else:
+            results = list(store.iter_results())
+    return pd.DataFrame([flat_record(r) for r in results])

@@ -187,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     rshow.add_argument("-f", "--format", choices=RUN_FORMATS, default="table")
     rexport = rsub.add_parser("export", help="export runs (all, or the ids given)")
     rexport.add_argument("run_ids", nargs="*", help="run ids or unique prefixes (default: all)")
-    rexport.add_argument("-f", "--format", choices=("json", "jsonl", "csv", "md"), default="json")
+    rexport.add_argument(
+        "-f",
+        "--format",
+        choices=("json", "jsonl", "csv", "md", "llama-bench", "parquet"),
+        default="json",
+    )
     rexport.add_argument("--output", help="write to this file instead of stdout")
     for p in (rlist, rshow, rexport):
         p.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
@@ -312,6 +317,13 @@ def _cmd_results(args: argparse.Namespace) -> int:
             return 0
         ids = [store.resolve_id(i) for i in args.run_ids]
         results = [store.get(i) for i in ids] if ids else list(store.iter_results())
+        if args.format == "parquet":
+            if not args.output:
+                raise UsageError("parquet is binary: give --output FILE.parquet")
+            from meltbench.results.export import write_parquet
+
+            write_parquet(results, args.output)
+            return 0
         text = export(results, args.format)
     if args.output:
         _write_atomic(args.output, text)

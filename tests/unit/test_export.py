@@ -62,3 +62,52 @@ def test_formatting_helpers():
 def test_unknown_format():
     with pytest.raises(UsageError, match="unknown format"):
         export([make_result()], "xml")
+
+
+def test_llama_bench_jsonl_fields_and_values():
+    r = make_result()
+    lines = [json.loads(x) for x in export([r], "llama-bench").splitlines()]
+    assert [(x["n_prompt"], x["n_gen"]) for x in lines] == [(8, 0), (0, 4)]
+    pp, tg = lines
+    assert pp["samples_ts"] == list(r.metrics["prefill_tps"].samples)
+    assert pp["avg_ts"] == pytest.approx(400.0)
+    assert pp["samples_ns"] == [20_000_000] * 3  # 8 tokens at 400 tok/s
+    assert tg["avg_ts"] == pytest.approx(100.0) and tg["samples_ns"] == [30_000_000] * 3
+    assert pp["n_threads"] == 2 and pp["model_n_params"] == 268098176
+    for key in (
+        "build_commit",
+        "cpu_info",
+        "model_filename",
+        "model_type",
+        "model_size",
+        "n_batch",
+        "n_ubatch",
+        "type_k",
+        "n_gpu_layers",
+        "n_depth",
+        "test_time",
+        "avg_ns",
+        "stddev_ns",
+        "stddev_ts",
+    ):
+        assert key in pp
+
+
+def test_parquet_and_load_results_round_trip(tmp_path):
+    import pandas as pd
+
+    import meltbench
+    from meltbench.results.export import write_parquet
+    from meltbench.results.store import ResultStore
+
+    runs = [make_result(), make_result(status="failed")]
+    with ResultStore(tmp_path / "r.db") as store:
+        for r in runs:
+            store.save(r)
+    df = meltbench.load_results(tmp_path / "r.db")
+    assert len(df) == 2 and set(df["run_id"]) == {r.run_id for r in runs}
+    assert df.loc[df["status"] == "ok", "decode_tps_median"].iloc[0] == pytest.approx(100.0)
+    write_parquet(runs, str(tmp_path / "r.parquet"))
+    back = pd.read_parquet(tmp_path / "r.parquet")
+    assert list(back["run_id"]) == [r.run_id for r in runs]
+    assert back["prefill_tps_mean"].iloc[0] == pytest.approx(400.0)

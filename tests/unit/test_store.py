@@ -105,7 +105,7 @@ def test_migration_from_schema_v1_keeps_runs(tmp_path):
     )
     conn.commit()
     conn.close()
-    with ResultStore(db) as store:
+    with ResultStore(db, readonly=True) as store:  # a read command upgrades it too
         rows = store.list_runs()
         assert [r["run_id"] for r in rows] == ["r1"]
         assert store.list_sweeps() == []

@@ -168,8 +168,19 @@ class ResultStore:
                 self._conn.execute("CREATE TABLE IF NOT EXISTS _write_probe (x INTEGER)")
                 self._conn.rollback()
             return
-        if readonly:
+        if readonly and version == 0:
             raise UsageError(f"{self.path} is not a meltbench results database")
+        if readonly:
+            # An older meltbench database: upgrade it in place (each step is one
+            # transaction), then keep reading through a read-write connection.
+            if not os.access(self.path, os.W_OK):
+                raise UsageError(
+                    f"results database {self.path} has schema version {version} and needs "
+                    f"an upgrade to {DB_SCHEMA_VERSION}, but it is read-only; make it writable"
+                )
+            self._conn.close()
+            self._conn = sqlite3.connect(self.path)
+            self._conn.execute("PRAGMA foreign_keys = ON")
         while version < DB_SCHEMA_VERSION:  # each step is one transaction
             self._conn.executescript(
                 "BEGIN;" + MIGRATIONS[version] + f"PRAGMA user_version = {version + 1};COMMIT;"
