@@ -197,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (rlist, rshow, rexport):
         p.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
 
+    report = sub.add_parser(
+        "report", help="write one self-contained HTML report (plots inline) of stored runs"
+    )
+    pick = report.add_mutually_exclusive_group()
+    pick.add_argument("--sweep", metavar="SWEEP_ID", help="the runs of this sweep")
+    pick.add_argument("--runs", nargs="+", metavar="RUN_ID", help="these runs")
+    report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    report.add_argument("--png", metavar="DIR", help="also write every plot as PNG and SVG")
+    report.add_argument("--title", help="report title")
+    report.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+
     sub.add_parser("engines", help="list engines: installed or not, and how to install")
     conv = sub.add_parser(
         "convert",
@@ -347,6 +358,38 @@ def _write_atomic(path: str, text: str) -> None:
         raise UsageError(f"cannot write {target}: {exc.strerror}; choose another --output") from exc
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from meltbench.errors import UsageError
+
+    sweep = None
+    with _open_store(args) as store:
+        if args.sweep:
+            sweep = store.get_sweep(args.sweep)
+            results = store.sweep_results(sweep["sweep_id"])
+            title = args.title or f"meltbench sweep {sweep['name']}"
+        elif args.runs:
+            results = [store.get(i) for i in args.runs]
+            title = args.title or "meltbench runs"
+        else:
+            results = list(store.iter_results())
+            title = args.title or f"meltbench results ({store.path.name})"
+    if not results:
+        raise UsageError("no runs to report; run a benchmark first or check --sweep/--runs")
+    try:
+        from meltbench.report.html import build_report
+        from meltbench.report.plots import build_figures, write_figures
+
+        figures = build_figures(results, (sweep or {}).get("analysis"))
+    except ImportError as exc:
+        raise UsageError(f"{exc}; the report needs: pip install 'meltbench[report]'") from None
+    if args.png:
+        written = write_figures(figures, args.png)
+        sys.stderr.write(f"wrote {len(written)} plot files to {args.png}\n")
+    _write_atomic(args.output, build_report(results, title=title, sweep=sweep, figures=figures))
+    sys.stderr.write(f"wrote {args.output} ({len(results)} runs, {len(figures)} plots)\n")
+    return 0
+
+
 def _cmd_engines(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -413,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "run": _cmd_run,
         "sweep": _cmd_sweep,
+        "report": _cmd_report,
         "results": _cmd_results,
         "engines": _cmd_engines,
         "convert": _cmd_convert,
