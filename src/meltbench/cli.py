@@ -208,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", help="report title")
     report.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
 
+    from meltbench.results.compare import add_compare_arguments
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare two result sets with a significance test (exit 1 on a regression)",
+        description=(
+            "BASE and CANDIDATE are run ids, sweep ids (unique prefixes) or database files. "
+            "Matching points are compared metric by metric: ratio of medians with a 95%% "
+            "bootstrap CI and a Mann-Whitney p-value; exit code 1 when a regression beyond "
+            "--threshold is significant."
+        ),
+    )
+    add_compare_arguments(compare)
+
     sub.add_parser("engines", help="list engines: installed or not, and how to install")
     conv = sub.add_parser(
         "convert",
@@ -390,6 +404,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from meltbench.results.compare import compare_command
+
+    return compare_command(args, _stdout_console())
+
+
 def _cmd_engines(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -457,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _cmd_run,
         "sweep": _cmd_sweep,
         "report": _cmd_report,
+        "compare": _cmd_compare,
         "results": _cmd_results,
         "engines": _cmd_engines,
         "convert": _cmd_convert,

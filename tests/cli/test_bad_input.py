@@ -100,8 +100,9 @@ def test_help_is_light_and_console_script_installed():
     proc = subprocess.run(["meltbench", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "run" in proc.stdout
     probe = (
-        "import sys, meltbench, meltbench.cli; "
-        "heavy = [m for m in ('llama_cpp', 'numpy', 'torch', 'pydantic', 'rich', 'gguf') "
+        "import sys, meltbench, meltbench.cli; meltbench.cli.build_parser(); "
+        "heavy = [m for m in ('llama_cpp', 'numpy', 'torch', 'pydantic', 'rich', 'gguf', "
+        "'matplotlib', 'pandas', 'yaml') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
