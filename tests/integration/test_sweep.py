@@ -168,3 +168,20 @@ def test_max_context_search_from_an_experiment(tmp_path):
     statuses = dict(conn.execute("SELECT test, status FROM runs WHERE sweep_id IS NULL"))
     assert statuses[f"pp{found['largest_ok']}+tg2"] == "ok"
     assert statuses[f"pp{found['smallest_failed']}+tg2"] == "failed"
+
+
+def test_max_context_search_runs_on_each_quant_variant(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "name: maxctx-quant\nquant: [Q4_0]\nn_prompt: 64\nn_gen: 2\nreps: 1\nwarmup: 0\n"
+        "threads: 2\nmemory_limit: 1300MiB\n"
+        "search:\n  max_context: {lo: 64, hi: 512, multiple_of: 64}\n"
+    )
+    db = tmp_path / "runs.db"
+    proc = sweep(str(exp), "--db", str(db), "-q", "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    (found,) = json.loads(proc.stdout)["analysis"]["max_context"]
+    assert found["group"]["quant"] == "Q4_0" and found["converged"]
+    conn = sqlite3.connect(db)
+    probe_quants = {q for (q,) in conn.execute("SELECT quant FROM runs WHERE sweep_id IS NULL")}
+    assert probe_quants == {"Q4_0"}  # the probes load the variant, not its Q4_K_M source

@@ -112,18 +112,22 @@ def _print_scaling(rows: list[dict[str, Any]], console: Console) -> None:
 
 
 def _search(exp: Experiment, points: list[Any], db: Path, console: Console) -> list[dict]:
-    from meltbench.sweep.execute import point_options
+    from meltbench.sweep.execute import point_options, requantized_options
+    from meltbench.sweep.experiment import GROUP_KEYS
     from meltbench.sweep.search import context_probe, find_max_context
 
     spec = exp.settings["search"]
+    keys = (*GROUP_KEYS, "threads")  # one search per model (as loaded) and thread count
     seen: set[tuple[Any, ...]] = set()
     out = []
     for point in points:
-        base = point_options(exp, point)
-        group = tuple(base.get(k) for k in ("model", "engine", "dtype", "weights", "threads"))
+        group = tuple(point.params.get(k) for k in keys)
         if group in seen:
             continue
         seen.add(group)
+        base = point_options(exp, point)
+        if point.params.get("quant"):
+            base, _ = requantized_options(base, str(point.params["quant"]))
         for k in ("n_prompt", "ctx", "memory_limit_bytes", "timeout_s"):
             base.pop(k, None)  # the probe sets these itself
         probe = context_probe(
@@ -137,8 +141,7 @@ def _search(exp: Experiment, points: list[Any], db: Path, console: Console) -> l
             max_probes=spec.get("max_probes", 12),
         )  # fmt: skip
         console.print(f"max context, {point.label()}: {found.summary}", highlight=False)
-        out.append({"group": dict(zip(("model", "engine", "dtype", "weights", "threads"),
-                                      group, strict=True)),
+        out.append({"group": dict(zip(keys, group, strict=True)),
                     "largest_ok": found.largest_ok, "smallest_failed": found.smallest_failed,
                     "converged": found.converged, "summary": found.summary,
                     "probes": [list(p) for p in found.probes]})  # fmt: skip
