@@ -263,22 +263,14 @@ def bootstrap_ratio_ci(
     nb, nc = len(b_vals), len(c_vals)
     ratios = []
     for _ in range(resamples):
-        mb = _median(rng.choices(b_vals, k=nb))
-        mc = _median(rng.choices(c_vals, k=nc))
+        mb = percentile(rng.choices(b_vals, k=nb), 50.0)
+        mc = percentile(rng.choices(c_vals, k=nc), 50.0)
         if mb != 0:
             ratios.append(mc / mb)
     if not ratios:
         return None
     alpha = (1.0 - confidence) / 2.0
     return percentile(ratios, 100.0 * alpha), percentile(ratios, 100.0 * (1.0 - alpha))
-
-
-def _median(values: list[float]) -> float:
-    """Median of a list (sorted in place); equal to ``percentile(values, 50)``."""
-    values.sort()
-    n = len(values)
-    mid = n // 2
-    return values[mid] if n % 2 else (values[mid - 1] + values[mid]) / 2.0
 
 
 def metric_direction(name: str) -> Literal[1, -1]:
