@@ -18,7 +18,7 @@ from typing import Any
 
 from meltbench.errors import UsageError
 
-__all__ = ["ENGINES", "Registry"]
+__all__ = ["ENGINES", "SENSORS", "Registry"]
 
 
 @dataclass
@@ -48,6 +48,11 @@ class Registry:
     def names(self) -> list[str]:
         """All registered names (built-in and entry points), sorted."""
         return sorted(self._entries())
+
+    def ordered_names(self) -> list[str]:
+        """Built-in names in their declared order, then entry-point names, sorted."""
+        extra = sorted(set(self._entries()) - set(self.builtins))
+        return [*self.builtins, *extra]
 
     def canonical(self, name: str) -> str:
         """The canonical spelling of ``name``.
@@ -111,4 +116,22 @@ ENGINES = Registry(
         "mlx": "pip install 'meltbench[mlx]'",
         "openai": "pip install 'meltbench[openai]'",
     },
+)
+
+#: Sensor plug-ins (see :mod:`meltbench.sensors.base`); third parties add entries through
+#: the ``meltbench.sensors`` entry-point group. Listing order is probing order.
+SENSORS = Registry(
+    kind="sensor",
+    group="meltbench.sensors",
+    builtins={
+        "rapl": "meltbench.sensors.rapl:RaplSensor",
+        "nvml": "meltbench.sensors.nvml:NvmlSensor",
+        "jetson": "meltbench.sensors.jetson:JetsonPowerSensor",
+        "battery": "meltbench.sensors.battery:BatterySensor",
+        "hwmon": "meltbench.sensors.hwmon:HwmonSensor",
+        "thermal": "meltbench.sensors.thermal:ThermalZoneSensor",
+        "cpufreq": "meltbench.sensors.cpufreq:CpuFreqSensor",
+        "apple": "meltbench.sensors.apple:ApplePowerSensor",
+    },
+    install_hints={"nvml": "pip install 'meltbench[nvidia]'"},
 )
