@@ -34,7 +34,15 @@ from meltbench.models.resolve import ResolvedModel, resolve_model
 from meltbench.registry import ENGINES
 from meltbench.results.schema import Repetition, RunResult
 
-__all__ = ["PreparedRun", "build_spec", "execute", "load_results", "prepare", "run"]
+__all__ = [
+    "PreparedRun",
+    "build_spec",
+    "execute",
+    "load_results",
+    "prepare",
+    "run",
+    "sustain",
+]
 
 #: flat keyword -> (section, field) of RunSpec; also used to name CLI flags in errors.
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
@@ -56,6 +64,13 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "warmup": ("workload", "warmup"),
     "seed": ("workload", "seed"),
     "memory_hz": ("sensors", "memory_hz"),
+    "sensor_hz": ("sensors", "hz"),
+    "sensors": ("sensors", "use"),
+    "idle_s": ("sensors", "idle_s"),
+    "sysfs_root": ("sensors", "root"),
+    "cooldown_s": ("cooldown", "seconds"),
+    "cooldown_margin_c": ("cooldown", "margin_c"),
+    "cooldown_timeout_s": ("cooldown", "timeout_s"),
 }
 
 EventCallback = Callable[[dict[str, Any]], None]
@@ -126,7 +141,8 @@ def prepare(spec: RunSpec) -> PreparedRun:
 
     Raises:
         UsageError: unknown engine, engine library not installed, unknown engine
-            option, or a model that is missing, a directory, not GGUF or truncated.
+            option, a model that is missing, a directory, not GGUF or truncated, an
+            unknown sensor name, or a sysfs root that is not a directory.
     """
     from meltbench.environment import physical_cores
 
@@ -167,6 +183,7 @@ def prepare(spec: RunSpec) -> PreparedRun:
     problem = engine_cls.check_settings(settings)
     if problem:
         raise UsageError(problem)
+    _check_sensor_settings(spec)
     model = resolve_model(
         spec.model.ref,
         formats=tuple(engine_cls.model_formats),
@@ -176,28 +193,105 @@ def prepare(spec: RunSpec) -> PreparedRun:
     return PreparedRun(spec=spec, engine=engine_name, model=model, settings=settings)
 
 
+def _check_sensor_settings(spec: RunSpec) -> None:
+    """Unknown sensor names and a missing sysfs root are usage errors, found before
+    anything is measured or stored."""
+    from meltbench.registry import SENSORS
+
+    names = SENSORS.ordered_names()
+    unknown = [n for n in spec.sensors.use or () if n not in names and n != "none"]
+    if unknown:
+        raise UsageError(
+            f"--sensors: unknown sensor {', '.join(map(repr, unknown))}; choose from: "
+            f"{', '.join(names)}, or 'none'"
+        )
+    if not os.path.isdir(spec.sensors.root):
+        raise UsageError(
+            f"--sysfs-root {spec.sensors.root!r} is not a directory; give a sysfs tree (or /)"
+        )
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tuple[RunResult, bool]:
-    """Measure a prepared run in a fresh worker process.
+def execute(
+    prepared: PreparedRun,
+    on_event: EventCallback | None = None,
+    *,
+    sustain_s: float | None = None,
+    sustain_bin_s: float = 5.0,
+) -> tuple[RunResult, bool]:
+    """Measure a prepared run in a fresh worker process, with the sensors beside it.
+
+    Before the worker starts, the sensors are probed, the device state is read and the
+    idle baseline is sampled (:func:`meltbench.sensors.session.open_session`).
+
+    Args:
+        prepared: from :func:`prepare`.
+        on_event: receives each worker event as it arrives.
+        sustain_s: generate back to back for this many seconds instead of ``reps``
+            requests (``meltbench sustain``); the result gets a ``sustain`` section.
+        sustain_bin_s: width of the time bins of the sustain series, seconds.
 
     Returns:
         ``(result, interrupted)``; ``result.status`` is ``failed`` (with ``failure``)
         when the worker crashed, was killed, timed out, raised, or was interrupted; the
         repetitions it completed are kept and summarized.
+
+    Raises:
+        UsageError: an unknown sensor name or a sysfs root that is not a directory.
     """
+    from meltbench.sensors.session import open_session
+
     spec = prepared.spec
+    use = spec.sensors.use
+    sensing = use is None or any(n != "none" for n in use)
+    session = open_session(spec.sensors) if sensing else None
+    try:
+        return _execute(prepared, session, on_event, sustain_s, sustain_bin_s)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _execute(
+    prepared: PreparedRun,
+    session: Any,
+    on_event: EventCallback | None,
+    sustain_s: float | None,
+    sustain_bin_s: float,
+) -> tuple[RunResult, bool]:
+    from meltbench.measure.sensor_analysis import analyze_sensors
+    from meltbench.measure.stats import summarize
+
+    spec = prepared.spec
+    job = prepared.job()
+    idle_c = None
+    if session is not None and session.baseline is not None:
+        from meltbench.measure.energy import temperature_stats
+
+        idle_c = temperature_stats(session.baseline).get("temp_max_c")
+    if spec.cooldown.active and sustain_s is None:
+        job["cooldown"] = {
+            **spec.cooldown.model_dump(),
+            "idle_c": idle_c,
+            "root": spec.sensors.root,
+            "use": None if spec.sensors.use is None else list(spec.sensors.use),
+        }
+    if sustain_s is not None:
+        job["sustain"] = {"duration_s": sustain_s}
     started = _now()
     interrupted = False
     try:
         out = run_worker(
-            prepared.job(),
+            job,
             timeout_s=spec.timeout_s,
             memory_hz=spec.sensors.memory_hz,
             on_event=on_event,
             memory_limit_bytes=spec.memory_limit_bytes,
+            sensors=session.available if session is not None else (),
+            sensor_hz=spec.sensors.hz,
         )
     except KeyboardInterrupt as exc:
         out = exc.output  # type: ignore[attr-defined]
@@ -230,6 +324,50 @@ def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tup
     warnings: list[BenchWarning] = list(analysis.warnings)
     warnings += check_memory_rate(spec.sensors.memory_hz, memory["achieved_hz"])
 
+    loaded = next((e for e in out.events if e.get("event") == "loaded"), None)
+    load_window = None
+    if loaded and loaded.get("t_load_start_ns") is not None:
+        load_window = (int(loaded["t_load_start_ns"]), int(loaded["t_load_end_ns"]))
+    series = out.sensors.series if out.sensors is not None else None
+    sensors = analyze_sensors(
+        [p for _, p in session.probed] if session is not None else [],
+        series,
+        session.baseline if session is not None else None,
+        out.reps,
+        spec.workload.n_prompt,
+        hz=spec.sensors.hz,
+        load_window=load_window,
+        idle_s=spec.sensors.idle_s,
+        device_state=session.device_state if session is not None else None,
+        achieved_hz=out.sensors.achieved_hz if out.sensors is not None else None,
+    )
+    metrics = dict(analysis.metrics)
+    for name, values in sensors.per_rep.items():
+        if values:
+            metrics[name] = summarize(values)
+    for name, value in sensors.single.items():
+        metrics[name] = summarize([value])
+    warnings += sensors.warnings
+    if out.sensors is not None:
+        sensors.info["policy"] = getattr(out.sensors, "policy", None)
+        sensors.info["errors"] = getattr(out.sensors, "errors", 0)
+
+    sustain = None
+    if sustain_s is not None:
+        sustain = _sustain_section(out.reps, series, sustain_s, sustain_bin_s)
+        verdict = sustain.get("verdict") or {}
+        if verdict.get("throttled"):
+            warnings.append(
+                BenchWarning(
+                    "throttling",
+                    f"decode tok/s fell {verdict.get('drop_ratio', 0):.0%} after "
+                    f"{verdict.get('time_to_throttle_s') or 0:.0f} s with "
+                    "temperature/frequency changes: the device throttled",
+                    "report steady-state numbers, cool the device, or use a lower power mode",
+                    "decode_tps",
+                )
+            )
+
     model_facts = {
         "ref": prepared.model.ref,
         "alias": prepared.model.alias,
@@ -239,19 +377,22 @@ def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tup
     model_facts.update(prepared.model.info)
     if model_facts.get("n_params") is None and out.engine:
         model_facts["n_params"] = out.engine.get("n_params")  # random weights: built ones
+    test = spec.workload.label
+    if sustain_s is not None:
+        test = f"sustain{sustain_s:g}s:{test}"
     result = RunResult(
         run_id=uuid.uuid4().hex,
         status="failed" if failure else "ok",
         failure=failure,
         started_at=started,
         finished_at=finished,
-        test=spec.workload.label,
+        test=test,
         spec=spec,
         settings=prepared.settings.to_dict(),
         model=model_facts,
         engine=out.engine or {"name": prepared.engine},
         environment=out.environment or {},
-        metrics=analysis.metrics,
+        metrics=metrics,
         cold=analysis.cold,
         fidelity=analysis.fidelity,
         memory=memory,
@@ -261,8 +402,36 @@ def execute(prepared: PreparedRun, on_event: EventCallback | None = None) -> tup
             Repetition.model_validate({k: v for k, v in r.items() if k != "event"})
             for r in out.reps
         ],
+        sensors=sensors.info,
+        device_state=session.device_state if session is not None else {},
+        sustain=sustain,
     )
     return result, interrupted
+
+
+def _sustain_section(
+    reps: list[dict[str, Any]], series: Any, duration_s: float, bin_s: float
+) -> dict[str, Any]:
+    """The sustain time series and throttling verdict (see :mod:`meltbench.measure.sustain`)."""
+    from meltbench.measure.sensor_analysis import sustain_channels
+    from meltbench.measure.sustain import summarize_sustain
+
+    timed = [r for r in reps if r.get("kind") == "timed"]
+    requests = [(int(r["t_start_ns"]), list(r["token_ns"])) for r in timed]
+    t0 = requests[0][0] if requests else 0
+    end = max((r[1][-1] for r in requests if r[1]), default=None)
+    temp, freq, power = sustain_channels(series)
+    section = summarize_sustain(
+        requests,
+        t0,
+        bin_s=bin_s,
+        end_ns=end + 1 if end is not None else None,
+        temp=temp,
+        freq=freq,
+        power=power,
+    )
+    section["duration_s"] = duration_s
+    return section
 
 
 def run(
@@ -300,6 +469,50 @@ def run(
     store = ResultStore(Path(db)) if db is not None else None
     try:
         result, interrupted = execute(prepared, on_event)
+        if store is not None:
+            store.save(result)
+    finally:
+        if store is not None:
+            store.close()
+    if interrupted:
+        raise RunInterrupted(result)
+    return result
+
+
+def sustain(
+    spec: RunSpec | None = None,
+    *,
+    duration_s: float = 600.0,
+    bin_s: float = 5.0,
+    db: str | os.PathLike[str] | None = None,
+    on_event: EventCallback | None = None,
+    **options: Any,
+) -> RunResult:
+    """Generate continuously for ``duration_s`` seconds and record how throughput,
+    temperature, frequency and power evolve (``meltbench sustain``).
+
+    Requests of ``spec.workload`` (prompt + generation) are sent back to back after the
+    warmup; every one is kept as a timed repetition. The result's ``sustain`` section
+    holds the binned time series (``bin_s`` seconds) and the throttling verdict
+    (:func:`meltbench.measure.sustain.detect_throttling`).
+
+    Raises:
+        UsageError: bad input (nothing is measured or stored), including
+            ``duration_s <= 0`` or ``bin_s <= 0``.
+        RunInterrupted: after storing the interrupted run as failed.
+    """
+    if not duration_s > 0 or not bin_s > 0:
+        raise UsageError("sustain duration and bin must be > 0 seconds")
+    if spec is None:
+        spec = build_spec(**options)
+    elif options:
+        raise UsageError("pass either a RunSpec or keyword options, not both")
+    prepared = prepare(spec)
+    from meltbench.results.store import ResultStore
+
+    store = ResultStore(Path(db)) if db is not None else None
+    try:
+        result, interrupted = execute(prepared, on_event, sustain_s=duration_s, sustain_bin_s=bin_s)
         if store is not None:
             store.save(result)
     finally:

@@ -1,5 +1,5 @@
-"""Command line: ``meltbench run``, ``sweep``, ``results list|show|export``, ``engines``,
-``convert``, ``env``.
+"""Command line: ``meltbench run``, ``sweep``, ``sustain``, ``sensors``, ``report``,
+``compare``, ``results list|show|export``, ``engines``, ``convert``, ``env``.
 
 Exit codes: 0 success; 1 a run failed (it is stored as failed, with its cause); 2 bad
 input (one line on stderr, nothing stored); 130 interrupted by Ctrl-C.
@@ -40,6 +40,13 @@ _FLAGS = {
     "workload.warmup": "--warmup",
     "workload.seed": "--seed",
     "sensors.memory_hz": "--memory-hz",
+    "sensors.hz": "--sensor-hz",
+    "sensors.idle_s": "--idle",
+    "sensors.root": "--sysfs-root",
+    "sensors.use": "--sensors",
+    "cooldown.seconds": "--cooldown",
+    "cooldown.margin_c": "--cooldown-margin",
+    "cooldown.timeout_s": "--cooldown-timeout",
     "timeout_s": "--timeout",
 }
 
@@ -63,6 +70,84 @@ def _engine_opt(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _add_run_arguments(p: argparse.ArgumentParser, *, sustain: bool = False) -> None:
+    """The model, engine, workload, sensor and output flags shared by run and sustain."""
+    p.add_argument(
+        "-m", "--model", help="GGUF path or registered alias (default: gemma3-270m-q4_k_m)"
+    )
+    p.add_argument(
+        "-e", "--engine", help="inference engine (default: llama.cpp; see meltbench engines)"
+    )
+    p.add_argument(
+        "--weights",
+        choices=("pretrained", "random"),
+        help="random: build --model (a preset or config.json) with random weights",
+    )
+    p.add_argument("--dtype", help="float32, bfloat16, float16, int4 (engines that take one)")
+    p.add_argument("--device", help="cpu, cuda, mps (engines that take one)")
+    p.add_argument("--endpoint", help="base URL of an OpenAI-compatible server (openai)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        default=None,
+        help="add one profiled request: time per operator category",
+    )
+    p.add_argument("-p", "--n-prompt", type=int, help="prompt tokens per request (default: 512)")
+    p.add_argument("-n", "--n-gen", type=int, help="generated tokens per request (default: 128)")
+    p.add_argument(
+        "-d", "--n-depth", type=int, help="tokens in the KV cache before the request (default: 0)"
+    )
+    p.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument("-c", "--ctx", type=int, help="context size (default: depth + prompt + gen)")
+    p.add_argument("-b", "--batch", type=int, help="prompt batch size, tokens (default: 512)")
+    p.add_argument("--ubatch", type=int, help="physical batch size, tokens (default: --batch)")
+    p.add_argument("-r", "--reps", type=int, help="timed repetitions (default: 5)")
+    p.add_argument("--warmup", type=int, help="untimed warmup repetitions (default: 1)")
+    p.add_argument("--seed", type=int, help="seed of the synthetic prompt (default: 0)")
+    p.add_argument("--timeout", type=float, help="kill the worker after this many seconds")
+    p.add_argument("--memory-hz", type=float, help="RSS sampling rate, Hz (default: 50)")
+    p.add_argument(
+        "-o",
+        "--engine-opt",
+        type=_engine_opt,
+        action="append",
+        metavar="KEY=VALUE",
+        help="engine-specific option, repeatable (e.g. n_gpu_layers=99, flash_attn=true)",
+    )
+    p.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+    p.add_argument("--no-db", action="store_true", help="do not store the run")
+    p.add_argument("-f", "--format", choices=RUN_FORMATS, default="table", help="output format")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    sensors = p.add_argument_group("sensors and cool-down")
+    sensors.add_argument(
+        "--sensors",
+        metavar="LIST",
+        help="sensors to use, comma list, or 'none' (default: all available; see "
+        "meltbench sensors)",
+    )
+    sensors.add_argument(
+        "--sensor-hz", type=float, help="energy/temperature/frequency sampling, Hz (default 10)"
+    )
+    sensors.add_argument(
+        "--idle", type=float, metavar="S", help="idle baseline before the run, s (default 2)"
+    )
+    sensors.add_argument("--sysfs-root", metavar="DIR", help="read sysfs under DIR instead of /")
+    if not sustain:
+        sensors.add_argument(
+            "--cooldown", type=float, metavar="S", help="fixed wait between requests, s"
+        )
+        sensors.add_argument(
+            "--cooldown-margin",
+            type=float,
+            metavar="C",
+            help="also wait until the hottest sensor is within C degrees of idle",
+        )
+        sensors.add_argument(
+            "--cooldown-timeout", type=float, metavar="S", help="longest temperature wait, s"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all subcommands)."""
     parser = _Parser(
@@ -82,52 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
             "llama.cpp, pp512+tg128, 5 repetitions after 1 warmup."
         ),
     )
-    run.add_argument(
-        "-m", "--model", help="GGUF path or registered alias (default: gemma3-270m-q4_k_m)"
-    )
-    run.add_argument(
-        "-e", "--engine", help="inference engine (default: llama.cpp; see meltbench engines)"
-    )
-    run.add_argument(
-        "--weights",
-        choices=("pretrained", "random"),
-        help="random: build --model (a preset or config.json) with random weights",
-    )
-    run.add_argument("--dtype", help="float32, bfloat16, float16, int4 (engines that take one)")
-    run.add_argument("--device", help="cpu, cuda, mps (engines that take one)")
-    run.add_argument("--endpoint", help="base URL of an OpenAI-compatible server (openai)")
-    run.add_argument(
-        "--profile",
-        action="store_true",
-        default=None,
-        help="add one profiled request: time per operator category",
-    )
-    run.add_argument("-p", "--n-prompt", type=int, help="prompt tokens per request (default: 512)")
-    run.add_argument("-n", "--n-gen", type=int, help="generated tokens per request (default: 128)")
-    run.add_argument(
-        "-d", "--n-depth", type=int, help="tokens in the KV cache before the request (default: 0)"
-    )
-    run.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
-    run.add_argument("-c", "--ctx", type=int, help="context size (default: depth + prompt + gen)")
-    run.add_argument("-b", "--batch", type=int, help="prompt batch size, tokens (default: 512)")
-    run.add_argument("--ubatch", type=int, help="physical batch size, tokens (default: --batch)")
-    run.add_argument("-r", "--reps", type=int, help="timed repetitions (default: 5)")
-    run.add_argument("--warmup", type=int, help="untimed warmup repetitions (default: 1)")
-    run.add_argument("--seed", type=int, help="seed of the synthetic prompt (default: 0)")
-    run.add_argument("--timeout", type=float, help="kill the worker after this many seconds")
-    run.add_argument("--memory-hz", type=float, help="RSS sampling rate, Hz (default: 50)")
-    run.add_argument(
-        "-o",
-        "--engine-opt",
-        type=_engine_opt,
-        action="append",
-        metavar="KEY=VALUE",
-        help="engine-specific option, repeatable (e.g. n_gpu_layers=99, flash_attn=true)",
-    )
-    run.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
-    run.add_argument("--no-db", action="store_true", help="do not store the run")
-    run.add_argument("-f", "--format", choices=RUN_FORMATS, default="table", help="output format")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    _add_run_arguments(run)
 
     sweep = sub.add_parser(
         "sweep",
@@ -156,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sweep.add_argument(*flags, dest=dest, metavar="LIST", help=f"{what} (comma list/range)")
     sweep.add_argument("--cooldown", type=float, metavar="S", help="seconds between points")
+    sweep.add_argument(
+        "--cooldown-margin",
+        type=float,
+        metavar="C",
+        help="then wait until the hottest sensor is within C degrees of its idle value",
+    )
+    sweep.add_argument(
+        "--cooldown-timeout", type=float, metavar="S", help="longest temperature wait, s"
+    )
     sweep.add_argument("--timeout", type=float, metavar="S", help="per-point worker timeout")
     sweep.add_argument("--memory-limit", metavar="SIZE", help="per-point RLIMIT_AS, e.g. 2GiB")
     sweep.add_argument(
@@ -176,6 +225,32 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
     sweep.add_argument("-f", "--format", choices=RUN_FORMATS, default="table")
     sweep.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    sustain = sub.add_parser(
+        "sustain",
+        help="generate continuously for minutes: tok/s, temperature, frequency, power over time",
+        description=(
+            "Send requests back to back for --duration seconds (after one warmup), sample "
+            "the sensors throughout, and report decode tok/s, temperatures, frequencies "
+            "and power as time series, initial against steady-state throughput, and "
+            "whether (and after how long) the device throttled."
+        ),
+    )
+    sustain.add_argument(
+        "--duration", type=float, default=600.0, metavar="S", help="seconds (default 600)"
+    )
+    sustain.add_argument(
+        "--bin", type=float, default=5.0, metavar="S", help="time-series bin, s (default 5)"
+    )
+    _add_run_arguments(sustain, sustain=True)
+
+    sens = sub.add_parser(
+        "sensors", help="list every sensor of this machine: available or not, and why"
+    )
+    sens.add_argument("--sysfs-root", metavar="DIR", help="read sysfs under DIR instead of /")
+    sens.add_argument("--sensors", metavar="LIST", help="only these sensors (comma list)")
+    sens.add_argument("--read", action="store_true", help="also take one reading of every channel")
+    sens.add_argument("-f", "--format", choices=("table", "json"), default="table")
 
     results = sub.add_parser("results", help="read stored runs back")
     rsub = results.add_subparsers(dest="results_command", metavar="ACTION", parser_class=_Parser)
@@ -243,13 +318,17 @@ def _stdout_console() -> Any:
     return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from meltbench.api import build_spec, run
-    from meltbench.errors import UsageError
-    from meltbench.report.terminal import RunProgress
-    from meltbench.results.store import default_db_path
+def _sensor_names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    return () if names in ((), ("none",)) else names
 
-    spec = build_spec(
+
+def _spec_from_args(args: argparse.Namespace) -> Any:
+    from meltbench.api import build_spec
+
+    return build_spec(
         flags=_FLAGS,
         model=args.model,
         weights=args.weights,
@@ -270,11 +349,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         timeout_s=args.timeout,
         memory_hz=args.memory_hz,
+        sensor_hz=args.sensor_hz,
+        sensors=_sensor_names(args.sensors),
+        idle_s=args.idle,
+        sysfs_root=args.sysfs_root,
+        cooldown_s=getattr(args, "cooldown", None),
+        cooldown_margin_c=getattr(args, "cooldown_margin", None),
+        cooldown_timeout_s=getattr(args, "cooldown_timeout", None),
         engine_options=dict(args.engine_opt) if args.engine_opt else None,
     )
+
+
+def _db_from_args(args: argparse.Namespace) -> str | None:
+    from meltbench.errors import UsageError
+    from meltbench.results.store import default_db_path
+
     if args.db is not None and args.no_db:
         raise UsageError("--db and --no-db contradict each other; pass one of them")
-    db = None if args.no_db else (args.db or str(default_db_path()))
+    return None if args.no_db else (args.db or str(default_db_path()))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from meltbench.api import run
+    from meltbench.report.terminal import RunProgress
+
+    spec = _spec_from_args(args)
+    db = _db_from_args(args)
     from rich.console import Console
 
     err = Console(stderr=True)
@@ -287,6 +387,85 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if db is not None:
         err.print(f"stored run {result.run_id} ({result.status}) in {db}", highlight=False)
     return 0 if result.ok else 1
+
+
+def _cmd_sustain(args: argparse.Namespace) -> int:
+    from meltbench.api import sustain
+    from meltbench.errors import UsageError
+    from meltbench.report.terminal import RunProgress, print_sustain, print_warnings
+
+    if not args.duration > 0:
+        raise UsageError(f"--duration must be > 0 seconds (got {args.duration:g})")
+    if not args.bin > 0:
+        raise UsageError(f"--bin must be > 0 seconds (got {args.bin:g})")
+    if args.reps is not None:
+        raise UsageError("sustain runs for --duration, not --reps; drop --reps")
+    if args.n_prompt is None:
+        args.n_prompt = 64
+    if args.n_gen is None:
+        args.n_gen = 256
+    spec = _spec_from_args(args)
+    db = _db_from_args(args)
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    label = f"sustain {args.duration:g} s ({spec.workload.label} back to back)"
+    show_progress = not args.quiet and err.is_terminal
+    with RunProgress(None, label, err, enabled=show_progress) as progress:
+        result = sustain(
+            spec, duration_s=args.duration, bin_s=args.bin, db=db, on_event=progress.on_event
+        )
+    if args.format == "table":
+        out = _stdout_console()
+        print_sustain(result, out)
+        print_warnings(result, out)
+    else:
+        _print_result(result, args.format, err)
+    if db is not None:
+        err.print(f"stored run {result.run_id} ({result.status}) in {db}", highlight=False)
+    return 0 if result.ok else 1
+
+
+def _cmd_sensors(args: argparse.Namespace) -> int:
+    import json
+
+    from meltbench.errors import UsageError
+    from meltbench.sensors.device_state import read_device_state
+    from meltbench.sensors.discover import probe_sensors
+    from meltbench.sensors.sysfs import SysFS
+
+    root = args.sysfs_root or "/"
+    if not os.path.isdir(root):
+        raise UsageError(f"--sysfs-root {root!r} is not a directory; give a sysfs tree")
+    fs = SysFS(root)
+    probed = probe_sensors(fs, _sensor_names(args.sensors))
+    readings: dict[str, list[float | None]] = {}
+    try:
+        if args.read:
+            for sensor, probe in probed:
+                if sensor is not None and probe.available:
+                    try:
+                        readings[probe.sensor] = list(sensor.read())
+                    except Exception as exc:
+                        readings[probe.sensor] = []
+                        sys.stderr.write(f"reading {probe.sensor} failed: {exc}\n")
+        state = read_device_state(fs)
+    finally:
+        for sensor, _ in probed:
+            if sensor is not None:
+                sensor.close()
+    if args.format == "json":
+        data = {
+            "root": root,
+            "sensors": [{**p.to_dict(), "reading": readings.get(p.sensor)} for _, p in probed],
+            "device_state": state,
+        }
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    from meltbench.report.terminal import print_sensors
+
+    print_sensors([p for _, p in probed], readings, state, _stdout_console(), root=root)
+    return 0
 
 
 def _print_result(result: Any, fmt: str, err: Any) -> None:
@@ -476,6 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "run": _cmd_run,
         "sweep": _cmd_sweep,
+        "sustain": _cmd_sustain,
+        "sensors": _cmd_sensors,
         "report": _cmd_report,
         "compare": _cmd_compare,
         "results": _cmd_results,

@@ -21,6 +21,7 @@ from meltbench.errors import UsageError
 __all__ = [
     "DEFAULT_ENGINE",
     "DEFAULT_MODEL",
+    "CooldownSpec",
     "EngineSpec",
     "ModelSpec",
     "RunSpec",
@@ -121,15 +122,53 @@ class SensorSpec(_Frozen):
             100 Hz lowered prefill and decode tok/s by about 3%, 50 Hz by no measurable
             amount (benchmarks/overhead.py). The kernel's high-water mark gives the
             exact peak whatever the rate.
+        hz: sampling rate of the energy, power, temperature and frequency sensors, Hz
+            (> 0, <= 100; default 10). Raise it for short windows: at 10 Hz a prefill
+            shorter than 100 ms falls between two readings and its energy is
+            interpolated.
+        use: sensor names to use (see ``meltbench sensors``); None = every sensor that
+            is available on the target; an empty tuple = none.
+        idle_s: seconds of idle baseline measured before the worker starts (only when an
+            energy, power or temperature sensor is available); its average power is
+            subtracted for the ``_net`` energies. 0 = no baseline (no ``_net`` values).
+        root: directory that plays the role of ``/`` for sysfs reads (default ``/``;
+            a recorded sysfs tree for tests and replays).
     """
 
     memory_hz: float = Field(default=50.0, gt=0, le=1000)
+    hz: float = Field(default=10.0, gt=0, le=100)
+    use: tuple[str, ...] | None = None
+    idle_s: float = Field(default=2.0, ge=0, le=600)
+    root: str = Field(default="/", min_length=1)
+
+
+class CooldownSpec(_Frozen):
+    """Cool-down between requests of a run and between the points of a sweep.
+
+    Attributes:
+        seconds: fixed wait, seconds (always waited first).
+        margin_c: then wait until the hottest temperature sensor is within this many
+            degrees Celsius of its idle value (measured in the idle baseline); None =
+            no temperature rule. Without a temperature sensor only the fixed wait
+            applies, and the record says so.
+        timeout_s: longest wait for the temperature rule, seconds.
+    """
+
+    seconds: float = Field(default=0.0, ge=0)
+    margin_c: float | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=300.0, gt=0)
+
+    @property
+    def active(self) -> bool:
+        """True when there is anything to wait for."""
+        return self.seconds > 0 or self.margin_c is not None
 
 
 class RunSpec(_Frozen):
     """One benchmark configuration: model x engine x workload x sensors.
 
     Attributes:
+        cooldown: wait between repetitions (fixed, or until temperatures recover).
         timeout_s: wall-clock limit for the whole worker (load + all repetitions),
             seconds; ``None`` = no limit.
         profile: after the timed repetitions, run one more request under the engine's
@@ -149,6 +188,7 @@ class RunSpec(_Frozen):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     sensors: SensorSpec = Field(default_factory=SensorSpec)
+    cooldown: CooldownSpec = Field(default_factory=CooldownSpec)
     timeout_s: float | None = Field(default=None, gt=0)
     profile: bool = False
     memory_limit_bytes: int | None = Field(default=None, gt=0)

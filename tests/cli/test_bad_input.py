@@ -63,6 +63,13 @@ def truncated_gguf(tmp_path):
         (["--dtype", "int4"], ["has no dtype 'int4'"]),
         (["--profile"], ["has no profiler"]),
         (["--weights", "heavy"], ["invalid choice: 'heavy'"]),
+        (["--sensors", "rapl,thermometer"], ["--sensors", "unknown sensor 'thermometer'"]),
+        (["--sensor-hz", "500"], ["--sensor-hz", "less than or equal to 100"]),
+        (["--sensor-hz", "0"], ["--sensor-hz", "greater than 0"]),
+        (["--idle", "-1"], ["--idle", "greater than or equal to 0"]),
+        (["--sysfs-root", "/nonexistent/sys"], ["--sysfs-root", "is not a directory"]),
+        (["--cooldown", "-2"], ["--cooldown", "greater than or equal to 0"]),
+        (["--cooldown-margin", "0"], ["--cooldown-margin", "greater than 0"]),
     ],
 )
 def test_bad_run_input(tmp_path, truncated_gguf, args, fragments):
@@ -80,6 +87,26 @@ def test_bad_run_input(tmp_path, truncated_gguf, args, fragments):
     proc = run_cli("run", *resolved, cwd=tmp_path)
     assert_usage_error(proc, *fragments)
     assert not (tmp_path / "runs.db").exists()  # nothing stored, not even an empty database
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--duration", "0"], ["--duration must be > 0"]),
+        (["--bin", "-1"], ["--bin must be > 0"]),
+        (["--reps", "3"], ["drop --reps"]),
+        (["--sensors", "bogus"], ["unknown sensor 'bogus'"]),
+    ],
+)
+def test_bad_sustain_input(tmp_path, args, fragments):
+    proc = run_cli("sustain", *args, "--db", str(tmp_path / "runs.db"), cwd=tmp_path)
+    assert_usage_error(proc, *fragments)
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_bad_sensors_input(tmp_path):
+    assert_usage_error(run_cli("sensors", "--sysfs-root", str(tmp_path / "no")), "not a directory")
+    assert_usage_error(run_cli("sensors", "--sensors", "nope"), "unknown sensor 'nope'")
 
 
 def test_results_on_missing_db(tmp_path):

@@ -15,11 +15,15 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meltbench.sensors.memory import RssSampler
+
+if TYPE_CHECKING:
+    from meltbench.sensors.base import Probe, Sensor
+    from meltbench.sensors.sampler import SensorSampler
 
 __all__ = ["WorkerOutput", "describe_exit", "run_worker"]
 
@@ -41,6 +45,7 @@ class WorkerOutput:
         stderr_tail: last lines the worker wrote to stderr.
         timed_out, interrupted: why the host stopped the worker, if it did.
         memory: the RSS sampler (samples, peak, achieved rate).
+        sensors: the energy/temperature/frequency sampler, when sensors were given.
     """
 
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +60,7 @@ class WorkerOutput:
     timed_out: bool = False
     interrupted: bool = False
     memory: RssSampler | None = None
+    sensors: SensorSampler | None = None
     protocol_errors: list[str] = field(default_factory=list)
     profile: dict[str, Any] | None = None
 
@@ -126,6 +132,8 @@ def run_worker(
     on_event: EventCallback | None = None,
     python: str | None = None,
     memory_limit_bytes: int | None = None,
+    sensors: Sequence[tuple[Sensor, Probe]] = (),
+    sensor_hz: float = 10.0,
 ) -> WorkerOutput:
     """Run one job in a fresh worker process and collect its events.
 
@@ -136,6 +144,8 @@ def run_worker(
         on_event: called with each event as it arrives (progress display).
         python: interpreter for the worker; default ``sys.executable``.
         memory_limit_bytes: ``RLIMIT_AS`` of the worker (set in the child before exec).
+        sensors: probed, available sensors to sample beside the worker (host side, in
+            a thread at ``sensor_hz``, on the worker's clock) from its start to its end.
 
     Returns:
         the worker's output; never raises for a failed worker (see ``.ok``), except
@@ -159,6 +169,10 @@ def run_worker(
     drain = threading.Thread(target=_drain, args=(proc.stderr, stderr_lines), daemon=True)
     drain.start()
     out.memory = RssSampler(proc.pid, memory_hz).start()
+    if sensors:
+        from meltbench.sensors.sampler import SensorSampler
+
+        out.sensors = SensorSampler(list(sensors), sensor_hz).start()
 
     def kill_on_timeout() -> None:
         out.timed_out = True
@@ -197,6 +211,8 @@ def run_worker(
         if timer:
             timer.cancel()
         out.memory.stop()
+        if out.sensors is not None:
+            out.sensors.stop()
         drain.join(timeout=5)
         out.stderr_tail = list(stderr_lines)
         out.returncode = proc.returncode

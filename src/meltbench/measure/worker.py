@@ -8,16 +8,28 @@ stream. Events, in order::
     {"event": "hello", "protocol": 1, "pid": ..., "clock": "perf_counter_ns"}
     {"event": "environment", "data": {...}}
     {"event": "phase", "phase": "load"}
-    {"event": "loaded", "load_ns": ..., "engine": {...}}
+    {"event": "loaded", "load_ns": ..., "t_load_start_ns": ..., "t_load_end_ns": ...,
+     "engine": {...}}
     {"event": "rep", "index": i, "kind": "warmup"|"timed", "t_start_ns": ...,
-     "token_ns": [...], "tokens": [...], "counters": {...}|null, "depth_fill_ns": ...|null}
+     "token_ns": [...], "tokens": [...], "counters": {...}|null, "depth_fill_ns": ...|null,
+     "cooldown": {...}|null}
     ... one "rep" per repetition, warmup first ...
     {"event": "profile", "data": {...}}   (only when the job asks for a profile)
     {"event": "done", "memory": {"vm_hwm_bytes": ..., "ru_maxrss_bytes": ...}}
 
 On an exception: ``{"event": "error", "error_type": ..., "message": ...}`` and exit 1.
-All times come from ``time.perf_counter_ns`` (CLOCK_MONOTONIC on Linux). Python's
-garbage collector is paused during each timed request and run between requests.
+All times come from ``time.perf_counter_ns`` (CLOCK_MONOTONIC on Linux: one clock for
+every process of the machine, so the host's sensor readings line up with these
+timestamps). Python's garbage collector is paused during each timed request and run
+between requests.
+
+Optional parts of the job:
+
+- ``cooldown``: ``{"seconds", "margin_c", "timeout_s", "idle_c", "root", "use"}``: before
+  every request but the first, wait (fixed, then until the hottest temperature sensor
+  is within ``margin_c`` of ``idle_c``); the wait is recorded in the request's event.
+- ``sustain``: ``{"duration_s"}``: after the warmup requests, send timed requests back to
+  back until ``duration_s`` has passed (``meltbench sustain``), instead of ``reps``.
 """
 
 from __future__ import annotations
@@ -78,17 +90,28 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
     emit("phase", phase="load")
     t0 = time.perf_counter_ns()
     engine.load(ModelHandle(**job["model"]))
-    load_ns = time.perf_counter_ns() - t0
-    emit("loaded", load_ns=load_ns, engine=engine.info())
+    t1 = time.perf_counter_ns()
+    emit("loaded", load_ns=t1 - t0, t_load_start_ns=t0, t_load_end_ns=t1, engine=engine.info())
 
     n_prompt, n_gen, n_depth = workload["n_prompt"], workload["n_gen"], workload["n_depth"]
     seed, n_vocab, bos = workload["seed"], engine.n_vocab, engine.bos_token()
     depth_tokens = synthetic_tokens(n_depth, n_vocab, seed + 1, bos)
     prompt = synthetic_tokens(n_prompt, n_vocab, seed, None if n_depth else bos)
     n_warmup, n_reps = workload["warmup"], workload["reps"]
+    cool = _cooldown_waiter(job.get("cooldown"))
+    sustain_s = (job.get("sustain") or {}).get("duration_s")
+    deadline: int | None = None
 
-    for index in range(n_warmup + n_reps):
+    index = 0
+    while True:
+        if sustain_s is None and index >= n_warmup + n_reps:
+            break
+        if deadline is not None and time.perf_counter_ns() >= deadline:
+            break
         kind = "warmup" if index < n_warmup else "timed"
+        if sustain_s is not None and kind == "timed" and deadline is None:
+            deadline = time.perf_counter_ns() + int(sustain_s * 1e9)
+        cooldown = cool() if (cool is not None and index > 0) else None
         engine.reset()
         depth_fill_ns = None
         if n_depth:
@@ -117,7 +140,9 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
             tokens=tokens,
             counters=engine.counters(),
             depth_fill_ns=depth_fill_ns,
+            cooldown=cooldown,
         )
+        index += 1
     if job.get("profile"):
         emit("phase", phase="profile")
         engine.reset()
@@ -126,6 +151,32 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
         emit("profile", data=engine.profile(prompt, n_gen))
     engine.unload()
     emit("done", memory=peak_memory())
+
+
+def _cooldown_waiter(conf: dict[str, Any] | None) -> Any:
+    """``wait() -> record`` for the job's cool-down rule, or None when there is none."""
+    if not conf or not (conf.get("seconds") or conf.get("margin_c")):
+        return None
+    from meltbench.measure.cooldown import CooldownRule, wait_for_cooldown
+
+    rule = CooldownRule(
+        seconds=float(conf.get("seconds") or 0.0),
+        margin_c=conf.get("margin_c"),
+        timeout_s=float(conf.get("timeout_s") or 300.0),
+    )
+    read_hottest = None
+    if rule.margin_c is not None:
+        from meltbench.sensors.discover import hottest_reader, probe_sensors
+        from meltbench.sensors.sysfs import SysFS
+
+        use = conf.get("use")
+        read_hottest = hottest_reader(probe_sensors(SysFS(conf.get("root") or "/"), use))
+    idle_c = conf.get("idle_c")
+
+    def wait() -> dict[str, Any]:
+        return wait_for_cooldown(rule, read_hottest, idle_c)
+
+    return wait
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from meltbench.results.schema import RunResult
-from meltbench.results.tables import BENCH_COLUMNS, bench_rows, format_bytes
+from meltbench.results.tables import SENSOR_COLUMNS, bench_columns, bench_rows, format_bytes
 
 __all__ = [
     "RunProgress",
@@ -22,10 +22,23 @@ __all__ = [
     "print_profile",
     "print_run_details",
     "print_runs_list",
+    "print_sensor_status",
+    "print_sensors",
+    "print_sustain",
     "print_warnings",
 ]
 
-_RIGHT = {"size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS"}
+_RIGHT = {
+    "size",
+    "params",
+    "threads",
+    "t/s",
+    "TTFT ms",
+    "ITL p50 ms",
+    "ITL p99 ms",
+    "peak RSS",
+    *SENSOR_COLUMNS,
+}
 
 
 class RunProgress:
@@ -34,14 +47,18 @@ class RunProgress:
     Use as a context manager; pass :meth:`on_event` to ``meltbench.run``.
 
     Args:
-        total_reps: warmup + timed repetitions.
+        total_reps: warmup + timed repetitions; None = open-ended (``sustain``).
         label: shown before the bar (the test label).
         console: where to draw (stderr by default).
         enabled: False draws nothing (``--quiet`` or a non-table format off a TTY).
     """
 
     def __init__(
-        self, total_reps: int, label: str, console: Console | None = None, enabled: bool = True
+        self,
+        total_reps: int | None,
+        label: str,
+        console: Console | None = None,
+        enabled: bool = True,
     ) -> None:
         self.total = total_reps
         self.label = label
@@ -87,11 +104,12 @@ class RunProgress:
 def print_bench_table(results: Sequence[RunResult], console: Console) -> None:
     """The llama-bench-style table (pp and tg rows per run) plus TTFT/ITL/RSS columns."""
     table = Table(show_edge=True, header_style="bold")
-    for col in BENCH_COLUMNS:
+    columns = bench_columns(list(results))
+    for col in columns:
         table.add_column(col, justify="right" if col in _RIGHT else "left")
     for result in results:
         for row in bench_rows(result):
-            table.add_row(*(row[c] for c in BENCH_COLUMNS))
+            table.add_row(*(row[c] for c in columns))
     console.print(table)
 
 
@@ -135,9 +153,137 @@ def print_run_details(result: RunResult, console: Console) -> None:
         )
     for line in lines:
         console.print(line, highlight=False)
+    print_sensor_status(result, console)
     if result.profile:
         print_profile(result.profile, console)
     print_warnings(result, console)
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "not measured" if value is None else f"{value:{spec}}{unit}"
+
+
+def print_sensor_status(result: RunResult, console: Console) -> None:
+    """Energy per window (gross and net of idle), temperatures, and every sensor that is
+    missing with its reason, so "not measured" is never silent."""
+    info = result.sensors or {}
+    if not info:
+        return
+    m = result.metrics
+
+    def med(name: str) -> float | None:
+        s = m.get(name)
+        return s.median if s is not None else None
+
+    if info.get("energy_method"):
+        idle = info.get("idle") or {}
+        console.print(
+            f"energy ({info['energy_method']}; idle {_fmt(idle.get('power_w'), '.2f', ' W')}): "
+            f"prefill {_fmt(med('j_per_token_prefill'), '.4g', ' J/tok')} "
+            f"(net {_fmt(med('j_per_token_prefill_net'), '.4g', ' J/tok')}), "
+            f"decode {_fmt(med('j_per_token_decode'), '.4g', ' J/tok')} "
+            f"(net {_fmt(med('j_per_token_decode_net'), '.4g', ' J/tok')}), "
+            f"request {_fmt(med('energy_j'), '.3g', ' J')} at "
+            f"{_fmt(med('avg_power_w'), '.2f', ' W')}",
+            highlight=False,
+        )
+    if "temp_max_c" in m:
+        idle_c = med("temp_idle_c")
+        console.print(
+            f"hottest sensor {m['temp_max_c'].max:.1f} °C ({info.get('temp_max_channel')}; "
+            f"idle {_fmt(idle_c, '.1f', ' °C')})",
+            highlight=False,
+        )
+    if "cpu_freq_mhz_decode" in m:
+        console.print(
+            f"CPU frequency during decode: {m['cpu_freq_mhz_decode'].median:.0f} MHz",
+            highlight=False,
+        )
+    probes = info.get("probes") or []
+    used = [p["sensor"] for p in probes if p.get("available")]
+    missing = [p for p in probes if not p.get("available")]
+    if used:
+        console.print(f"sensors used: {', '.join(used)} at {info.get('hz'):g} Hz", highlight=False)
+    if not info.get("energy_method"):
+        console.print("energy: not measured (no energy or power sensor on this target)")
+    if missing:
+        console.print("sensors not available:", highlight=False)
+        for p in missing:
+            console.print(f"  {p['sensor']}: {p.get('reason', '')}", highlight=False)
+
+
+def print_sensors(
+    probes: Sequence[Any],
+    readings: dict[str, list[float | None]],
+    device_state: dict[str, Any],
+    console: Console,
+    root: str = "/",
+) -> None:
+    """``meltbench sensors``: every sensor with its status, channels and reason, then the
+    device state (battery, charging, governor, power mode)."""
+    table = Table(header_style="bold", title=f"sensors (sysfs root {root})")
+    for col in ("sensor", "status", "channels", "reason / details"):
+        table.add_column(col)
+    for probe in probes:
+        status = "[green]available[/]" if probe.available else "[red]missing[/]"
+        chans = []
+        values = readings.get(probe.sensor)
+        for i, c in enumerate(probe.channels):
+            text = f"{c.name} ({c.kind}, {c.unit})"
+            if values and i < len(values) and values[i] is not None:
+                text += f" = {values[i]:.6g}"
+            chans.append(text)
+        table.add_row(probe.sensor, status, "\n".join(chans) or "-", probe.reason)
+    console.print(table)
+    shown = {k: v for k, v in device_state.items() if v not in (None, [], {})}
+    if shown:
+        console.print("device state:", highlight=False)
+        for key, value in shown.items():
+            console.print(f"  {key}: {value}", highlight=False)
+    else:
+        console.print("device state: nothing exposed (no battery, governor or power mode)")
+
+
+def print_sustain(result: RunResult, console: Console) -> None:
+    """``meltbench sustain``: the verdict, initial vs steady-state tok/s, and the binned
+    time series (decode tok/s, hottest temperature, CPU frequency, power)."""
+    section = result.sustain or {}
+    verdict = section.get("verdict") or {}
+    series = section.get("series") or {}
+    t_s = series.get("t_s") or []
+    cols = [("t (s)", t_s, ".0f"), ("decode tok/s", series.get("decode_tps"), ".2f")]
+    for name, key, spec in (
+        ("max °C", "temp_max_c", ".1f"),
+        ("CPU MHz", "cpu_freq_mhz", ".0f"),
+        ("power W", "power_w", ".2f"),
+    ):
+        if series.get(key) is not None:
+            cols.append((name, series[key], spec))
+    table = Table(header_style="bold", title=f"{result.test}: time series")
+    for name, _, _ in cols:
+        table.add_column(name, justify="right")
+    for i in range(len(t_s)):
+        table.add_row(
+            *(
+                "" if vals is None or i >= len(vals) or vals[i] is None else f"{vals[i]:{spec}}"
+                for _, vals, spec in cols
+            )
+        )
+    console.print(table)
+    throttled = verdict.get("throttled")
+    word = {True: "[red]yes[/]", False: "[green]no[/]", None: "unknown"}[throttled]
+    console.print(
+        f"initial {_fmt(verdict.get('initial_tps'), '.2f', ' tok/s')}, steady state "
+        f"{_fmt(verdict.get('steady_tps'), '.2f', ' tok/s')}, change "
+        f"{_fmt(-verdict['drop_ratio'] if verdict.get('drop_ratio') is not None else None, '+.1%')}"
+    )
+    tt = verdict.get("time_to_throttle_s")
+    console.print(
+        f"throttled: {word}"
+        + (f" after {tt:.0f} s" if tt is not None else "")
+        + f" -- {verdict.get('reason', '')}"
+    )
+    print_sensor_status(result, console)
 
 
 def print_profile(profile: dict[str, Any], console: Console) -> None:

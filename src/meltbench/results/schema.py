@@ -1,4 +1,4 @@
-"""The stored form of a run (schema version 1).
+"""The stored form of a run (schema version 2).
 
 A :class:`RunResult` is what ``meltbench.run`` returns, what the SQLite store holds and
 what ``--format json`` prints. It keeps the fully resolved spec, the environment, every
@@ -9,7 +9,13 @@ and the warnings. ``schema_version`` changes whenever a field changes meaning;
 Metric names (units in the names, definitions in SPEC.md): ``load_ms``, ``ttft_ms``,
 ``prefill_tps``, ``decode_tps``, ``itl_ms``, ``tpot_ms``, ``e2e_ms``,
 ``peak_rss_bytes``, and the engine's own ``engine_prefill_tps`` /
-``engine_decode_tps``.
+``engine_decode_tps``; with energy sensors ``energy_j``, ``avg_power_w``,
+``j_per_token`` (suffixes ``_prefill`` / ``_decode``, and ``_net`` after subtracting the
+idle baseline), ``tokens_per_j_decode``, ``energy_j_load``; with temperature sensors
+``temp_max_c``.
+
+Versions: 1 (first release); 2 added ``sensors``, ``device_state``, ``sustain`` and
+``Repetition.cooldown``. A version-1 result reads as version 2 with those empty.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from meltbench.measure.stats import Summary
 
 __all__ = ["SCHEMA_VERSION", "Repetition", "RunResult"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 
 class Repetition(BaseModel):
@@ -37,6 +44,8 @@ class Repetition(BaseModel):
         tokens: the generated token ids.
         counters: the engine's own counters for this request, if it has any.
         depth_fill_ns: time to fill the KV cache to ``n_depth`` before the request.
+        cooldown: the wait before this request, if a cool-down rule was set (mode,
+            waited_s, start/end/idle/target temperatures in C, reached, reason).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,6 +57,7 @@ class Repetition(BaseModel):
     tokens: list[int]
     counters: dict[str, float] | None = None
     depth_fill_ns: int | None = None
+    cooldown: dict[str, Any] | None = None
 
 
 class RunResult(BaseModel):
@@ -72,6 +82,14 @@ class RunResult(BaseModel):
         profile: per-operator-category breakdown of one extra request (``--profile``):
             ``categories_ms``, ``ops``, ``source``; None when not asked for.
         repetitions: raw records of every request, warmup included.
+        sensors: what the sensors saw: ``hz``, ``probes`` (every sensor with its status
+            and reason), ``idle`` baseline (seconds, power_w, temperatures), the energy
+            ``method`` and ``energy_channels``, ``temp_max_c`` per channel, and the raw
+            ``series`` (timestamps on the worker's clock, values per channel).
+        device_state: battery level, charging, power source, governor, power mode
+            (Jetson nvpmodel), read before the run; None values = not exposed.
+        sustain: for ``meltbench sustain``: the time series of decode tok/s,
+            temperature, frequency and power, and the throttling verdict.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -96,11 +114,16 @@ class RunResult(BaseModel):
     warnings: list[dict[str, str | None]] = Field(default_factory=list)
     profile: dict[str, Any] | None = None
     repetitions: list[Repetition] = Field(default_factory=list)
+    sensors: dict[str, Any] = Field(default_factory=dict)
+    device_state: dict[str, Any] = Field(default_factory=dict)
+    sustain: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value != SCHEMA_VERSION:
+        if value == 1:
+            return SCHEMA_VERSION  # version 2 only added fields with empty defaults
+        if value not in _READABLE_VERSIONS:
             raise ValueError(
                 f"result schema version {value} is not supported by this meltbench "
                 f"(version {SCHEMA_VERSION}); upgrade meltbench"

@@ -15,6 +15,8 @@ from meltbench.results.schema import RunResult
 
 __all__ = [
     "BENCH_COLUMNS",
+    "SENSOR_COLUMNS",
+    "bench_columns",
     "bench_rows",
     "flat_record",
     "format_bytes",
@@ -35,6 +37,9 @@ BENCH_COLUMNS = (
     "ITL p99 ms",
     "peak RSS",
 )
+#: extra columns shown when a run measured energy or temperature: joules per token of the
+#: row's window (prefill for pp, decode for tg), the same net of idle, the hottest sensor
+SENSOR_COLUMNS = ("J/tok", "J/tok net", "max °C")
 _STATS = ("n", "mean", "median", "stddev", "min", "max", "p90", "p99", "ci95_low", "ci95_high")
 
 
@@ -81,8 +86,22 @@ def _threads(result: RunResult) -> str:
     return str(result.settings.get("threads", ""))
 
 
+def bench_columns(results: list[RunResult] | tuple[RunResult, ...]) -> tuple[str, ...]:
+    """:data:`BENCH_COLUMNS`, plus :data:`SENSOR_COLUMNS` when any run measured energy
+    or temperature (so machines without sensors get llama-bench's familiar table)."""
+    names = ("j_per_token_prefill", "j_per_token_decode", "temp_max_c")
+    if any(n in r.metrics for r in results for n in names):
+        return BENCH_COLUMNS + SENSOR_COLUMNS
+    return BENCH_COLUMNS
+
+
+def _jpt(summary: Summary | None) -> str:
+    return "" if summary is None else f"{summary.median:.4g}"
+
+
 def bench_rows(result: RunResult) -> list[dict[str, str]]:
-    """The pp and tg rows of one run, keyed by :data:`BENCH_COLUMNS`."""
+    """The pp and tg rows of one run, keyed by :data:`BENCH_COLUMNS` and
+    :data:`SENSOR_COLUMNS` (empty strings where not measured)."""
     w = result.spec.workload
     m = result.metrics
     model = result.model
@@ -94,6 +113,7 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "engine": str(result.engine.get("name", result.spec.engine.name)),
         "threads": _threads(result),
         "peak RSS": format_bytes(result.memory.get("peak_rss_bytes")),
+        "max °C": _ms(m["temp_max_c"].max if "temp_max_c" in m else None),
     }
     itl = m.get("itl_ms")
     ttft = m.get("ttft_ms")
@@ -104,6 +124,8 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "TTFT ms": _ms(ttft.median if ttft else None),
         "ITL p50 ms": "",
         "ITL p99 ms": "",
+        "J/tok": _jpt(m.get("j_per_token_prefill")),
+        "J/tok net": _jpt(m.get("j_per_token_prefill_net")),
     }
     tg = {
         **common,
@@ -112,12 +134,15 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "TTFT ms": "",
         "ITL p50 ms": _ms(itl.median if itl else None),
         "ITL p99 ms": _ms(itl.p99 if itl else None),
+        "J/tok": _jpt(m.get("j_per_token_decode")),
+        "J/tok net": _jpt(m.get("j_per_token_decode_net")),
     }
     rows = [pp, tg]
     if not result.ok:
         for row in rows:
             row["t/s"] = (row["t/s"] + " " if row["t/s"] else "") + "FAILED"
-    return [{col: row.get(col, "") for col in BENCH_COLUMNS} for row in rows]
+    columns = BENCH_COLUMNS + SENSOR_COLUMNS
+    return [{col: row.get(col, "") for col in columns} for row in rows]
 
 
 def flat_record(result: RunResult) -> dict[str, Any]:

@@ -57,10 +57,15 @@ def experiment_from_args(args: argparse.Namespace) -> Experiment:
         if not values:
             raise UsageError(f"{flag}: empty list")
         exp.axes[axis] = values
-    if args.cooldown is not None:
-        if args.cooldown < 0:
-            raise UsageError("--cooldown must be >= 0 seconds")
-        exp.settings["cooldown_s"] = args.cooldown
+    for flag, key, value in (
+        ("--cooldown", "cooldown_s", args.cooldown),
+        ("--cooldown-margin", "cooldown_margin_c", args.cooldown_margin),
+        ("--cooldown-timeout", "cooldown_timeout_s", args.cooldown_timeout),
+    ):
+        if value is not None:
+            if not value >= 0:
+                raise UsageError(f"{flag} must be >= 0 (got {value:g})")
+            exp.settings[key] = value
     if args.timeout is not None:
         exp.settings["timeout_s"] = args.timeout
     if args.memory_limit is not None:

@@ -11,14 +11,16 @@
   index makes a second copy impossible. Resume runs exactly the points without a stored
   run. A Ctrl-C'd point is not stored (it runs again on resume); a point that failed by
   itself (OOM, crash, timeout) is stored with its cause and not re-run.
-- Cool-down: ``cooldown_s`` seconds of sleep between points (a fixed wait; a thermal
-  rule needs temperature sensors, not available yet).
+- Cool-down between points: ``cooldown_s`` seconds, then (``cooldown_margin_c``) until
+  the hottest temperature sensor is within that margin of its reading before the first
+  point, at most ``cooldown_timeout_s`` (default 300 s). The wait is recorded in the
+  next point's ``sensors["cooldown_before"]``; without a temperature sensor only the
+  fixed wait applies and the record says so.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,6 +195,41 @@ def _open_sweep(
     return sweep_id, False
 
 
+def _point_cooldown(
+    settings: dict[str, Any], prepared: list[PreparedRun]
+) -> Callable[[], dict[str, Any]] | None:
+    """``wait() -> record`` between sweep points, or None when no cool-down is set.
+
+    The idle temperature is the hottest sensor's reading now, before the first point.
+    """
+    from meltbench.measure.cooldown import CooldownRule, wait_for_cooldown
+
+    seconds = float(settings.get("cooldown_s") or 0.0)
+    margin = settings.get("cooldown_margin_c")
+    if not seconds and margin is None:
+        return None
+    rule = CooldownRule(
+        seconds=seconds,
+        margin_c=float(margin) if margin is not None else None,
+        timeout_s=float(settings.get("cooldown_timeout_s") or 300.0),
+    )
+    read_hottest = None
+    idle_c = None
+    if rule.margin_c is not None and prepared:
+        from meltbench.sensors.discover import hottest_reader, probe_sensors
+        from meltbench.sensors.sysfs import SysFS
+
+        sensors = prepared[0].spec.sensors
+        use = None if sensors.use is None else list(sensors.use)
+        read_hottest = hottest_reader(probe_sensors(SysFS(sensors.root), use))
+        idle_c = read_hottest() if read_hottest is not None else None
+
+    def wait() -> dict[str, Any]:
+        return wait_for_cooldown(rule, read_hottest, idle_c)
+
+    return wait
+
+
 def run_sweep(
     exp: Experiment,
     points: list[Point],
@@ -223,7 +260,7 @@ def run_sweep(
         sweep_id, _ = _open_sweep(store, exp, points, resume)
         outcome = SweepOutcome(sweep_id=sweep_id)
         done = store.sweep_points_done(sweep_id)
-        cooldown = float(exp.settings.get("cooldown_s") or 0.0)
+        cool = _point_cooldown(exp.settings, prepared)
         first = True
         for i, (point, prep) in enumerate(zip(points, prepared, strict=True), 1):
             if point.key in done:
@@ -231,12 +268,13 @@ def run_sweep(
                 if on_point_done:
                     on_point_done(point, None)
                 continue
-            if not first and cooldown:
-                time.sleep(cooldown)
+            record = cool() if (cool is not None and not first) else None
             first = False
             if on_point_start:
                 on_point_start(i, len(points), point)
             result, interrupted = execute(prep)
+            if record is not None:
+                result.sensors["cooldown_before"] = record
             if interrupted:
                 raise RunInterrupted(result)
             store.save(result, sweep_id=sweep_id, point_key=point.key)

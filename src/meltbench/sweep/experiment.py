@@ -9,7 +9,8 @@ llama-bench's list syntax, see :mod:`meltbench.sweep.listsyntax`)::
     n_prompt: 128-2048*2        # 128, 256, 512, 1024, 2048
     n_gen: 16
     reps: 3
-    cooldown_s: 5
+    cooldown_s: 5               # fixed wait between points, s
+    cooldown_margin_c: 3        # then until the hottest sensor is within 3 C of idle
     exclude:
       - {engine: mlx, n_prompt: 2048}
     include:
@@ -68,6 +69,8 @@ _SETTINGS = {
     "timeout_s",
     "memory_limit",
     "cooldown_s",
+    "cooldown_margin_c",
+    "cooldown_timeout_s",
     "include",
     "exclude",
     "search",
@@ -248,7 +251,7 @@ def parse_experiment(data: Any, source: str, lines: dict[tuple[Any, ...], int]) 
     if not isinstance(options, dict):
         raise loc.error(("engine_options",), "expected a mapping, e.g. {flash_attn: true}")
     settings["engine_options"] = options
-    for key in ("timeout_s", "cooldown_s"):
+    for key in ("timeout_s", "cooldown_s", "cooldown_margin_c", "cooldown_timeout_s"):
         value = data.get(key)
         if value is None:
             continue
