@@ -310,6 +310,7 @@ def _execute(
         "ru_maxrss_bytes": kernel.get("ru_maxrss_bytes"),
         "requested_hz": spec.sensors.memory_hz,
         "achieved_hz": sampler.achieved_hz if sampler else None,
+        "policy": sampler.policy if sampler else None,
         "samples": [[s.t_ns, s.rss_bytes] for s in sampler.samples] if sampler else [],
     }
 

@@ -96,7 +96,7 @@ def bench_columns(results: list[RunResult] | tuple[RunResult, ...]) -> tuple[str
 
 
 def _jpt(summary: Summary | None) -> str:
-    return "" if summary is None else f"{summary.median:.4g}"
+    return "" if summary is None else f"{summary.median:.3g}"
 
 
 def bench_rows(result: RunResult) -> list[dict[str, str]]:

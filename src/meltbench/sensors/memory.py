@@ -5,7 +5,9 @@ loop is not touched. On Linux it keeps ``/proc/<pid>/statm`` open and re-reads i
 ``pread`` (resident pages x page size, proc(5)): about 1 us a sample against 8.5 us for
 ``psutil.Process.memory_info()``, which is the fallback elsewhere. Samples are scheduled
 on absolute deadlines (``start + k / hz``) so the rate does not drift with the cost of
-each read. The peak of the samples is a lower bound of the
+each read. Like the sensor sampler, the thread runs under ``SCHED_IDLE`` on Linux so a
+wake-up never preempts one of the engine's busy threads (benchmarks/perturbation.py).
+The peak of the samples is a lower bound of the
 true peak; the worker adds the kernel's exact high-water mark (``VmHWM``) at its end.
 """
 
@@ -71,21 +73,30 @@ class RssSampler:
     Args:
         pid: process to watch.
         hz: samples per second (> 0).
+        idle_priority: run the thread under ``SCHED_IDLE`` on Linux (see module doc).
 
     Raises:
         ValueError: if ``hz <= 0``.
     """
 
-    def __init__(self, pid: int, hz: float) -> None:
+    def __init__(self, pid: int, hz: float, *, idle_priority: bool = True) -> None:
         if hz <= 0:
             raise ValueError(f"sampling rate must be > 0 Hz, got {hz}")
         self.pid = pid
         self.hz = hz
         self.samples: list[MemorySample] = []
+        self.idle_priority = idle_priority
+        self.policy: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="meltbench-rss", daemon=True)
 
     def _loop(self) -> None:
+        if self.idle_priority:
+            from meltbench.sensors.sampler import lower_thread_priority
+
+            self.policy = lower_thread_priority()
+        else:
+            self.policy = "normal"
         try:
             read, close = rss_reader(self.pid)
         except ProcessLookupError:

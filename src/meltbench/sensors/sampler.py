@@ -207,8 +207,13 @@ class SensorSeries:
         return cls(channels=channels, t_ns=t_ns, values=values)
 
 
-def _lower_priority() -> str:
-    """Put the calling thread in ``SCHED_IDLE`` (Linux); ``"idle"`` if it took effect."""
+def lower_thread_priority() -> str:
+    """Put the calling thread in ``SCHED_IDLE`` (Linux, sched(7)): it then runs only when
+    a CPU would otherwise idle, and never preempts the engine's threads.
+
+    Returns:
+        ``"idle"`` if it took effect, else ``"normal"`` (other platforms, or refused).
+    """
     setter = getattr(os, "sched_setscheduler", None)
     idle = getattr(os, "SCHED_IDLE", None)
     if setter is None or idle is None or not sys.platform.startswith("linux"):
@@ -319,7 +324,7 @@ class SensorSampler:
     # -- the thread ----------------------------------------------------------------
 
     def _loop(self) -> None:
-        self.policy = _lower_priority() if self._idle_priority else "normal"
+        self.policy = lower_thread_priority() if self._idle_priority else "normal"
         period = 1e9 / self.hz
         start = self._t0
         k = 1

@@ -1,0 +1,102 @@
+"""The contract between accuracy measurements and engines: a *logits source*.
+
+A :class:`LogitsSource` tokenizes text and, for a window of tokens, scores the model's
+next-token distributions at the positions asked for. It never returns the full
+``(tokens x vocabulary)`` matrix to the caller (Gemma 3's 262,144-entry vocabulary makes
+that 1 MiB per position); it reduces each row to :class:`RowScores` as the rows are
+produced, so memory is bounded by one batch of logits whatever the corpus length.
+
+Definitions (natural logarithms throughout; "nats"):
+
+- ``logprobs = log_softmax(logits)`` over the whole vocabulary;
+- ``nll[i]``: ``-logprobs[i][tokens[i + 1]]``, the negative log-likelihood of the token
+  that actually follows position ``i``;
+- ``topk_ids[i]``, ``topk_logprobs[i]``: the ``k`` most likely next tokens, most likely
+  first (``topk_ids[i][0]`` is the argmax);
+- ``ref_logprobs[i]``: the log-probabilities of the ids given in ``ref_ids[i]`` (a
+  reference model's top-k), for KL divergence against that reference.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LogitsSource", "RowScores"]
+
+
+@dataclass
+class RowScores:
+    """Per-position reductions of next-token distributions (numpy arrays).
+
+    Attributes:
+        nll: shape ``(n,)``, float64, nats.
+        topk_ids: shape ``(n, k)``, int32, most likely first.
+        topk_logprobs: shape ``(n, k)``, float32, nats (<= 0), descending.
+        ref_logprobs: shape ``(n, k_ref)``, float32: log-probabilities of the
+            reference's top-k ids at each position; None when no ids were given.
+    """
+
+    nll: Any
+    topk_ids: Any
+    topk_logprobs: Any
+    ref_logprobs: Any = None
+
+    def __len__(self) -> int:
+        return len(self.nll)
+
+
+class LogitsSource(ABC):
+    """A model that scores next-token distributions (one per engine that supports it).
+
+    Attributes:
+        engine: engine name (``llama.cpp``, ``transformers``).
+        n_vocab: vocabulary size (rows of logits have this length).
+        n_ctx: the longest window :meth:`score` accepts, tokens.
+    """
+
+    engine: str = ""
+    n_vocab: int = 0
+    n_ctx: int = 0
+
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` without BOS/EOS (the caller adds BOS per window)."""
+
+    @abstractmethod
+    def bos_token(self) -> int | None:
+        """The BOS id the model expects at the start of a sequence, or None."""
+
+    @abstractmethod
+    def score(
+        self,
+        tokens: Sequence[int],
+        first: int,
+        k: int,
+        ref_ids: Any = None,
+    ) -> RowScores:
+        """Score positions ``first .. len(tokens) - 2`` of one window.
+
+        The window is evaluated from an empty KV cache. Row ``j`` of the result is
+        position ``first + j``: the distribution after ``tokens[: first + j + 1]``,
+        whose ``nll`` is that of ``tokens[first + j + 1]``.
+
+        Args:
+            tokens: the window, ``len(tokens) <= n_ctx``.
+            first: first position scored (0 <= first <= len(tokens) - 2).
+            k: how many top tokens to keep per position.
+            ref_ids: optional int array ``(len(tokens) - 1 - first, k_ref)`` of ids
+                whose log-probabilities to return (the reference's top-k).
+
+        Raises:
+            ValueError: window longer than ``n_ctx`` or ``first`` out of range.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """Facts stored with the scores (engine, model path, dtype, n_vocab, n_ctx)."""
+        return {"engine": self.engine, "n_vocab": self.n_vocab, "n_ctx": self.n_ctx}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free the model."""
