@@ -526,17 +526,29 @@ def _plots(figures: Sequence[Any]) -> str:
     return "".join(out)
 
 
-def _not_measured() -> str:
-    from meltbench.report.plots import NOT_MEASURED
+def _not_measured(results: Sequence[RunResult]) -> str:
+    from meltbench.report.plots import NOT_PLOTTED
 
-    items = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}.</li>" for k, v in NOT_MEASURED.items())
+    items = []
+    for name, metrics in NOT_PLOTTED.items():
+        having = [r for r in results if any(m in r.metrics for m in metrics)]
+        if having:
+            ids = " ".join(_short(r.run_id) for r in having)
+            text = (
+                f"measured in {len(having)} of {len(results)} runs ({ids}): their values are "
+                "in each run's metrics table; this report does not plot them yet"
+            )
+        elif name == "accuracy":
+            text = "no run carries perplexity or KL divergence (meltbench eval, quant-study)"
+        else:
+            text = (
+                "no run carries it: the targets had no such sensor (meltbench sensors says "
+                "which are missing and why)"
+            )
+        items.append(f"<li><b>{_e(name)}</b>: {_e(text)}.</li>")
     return (
-        "<section id='not-measured'><h2>Not measured</h2><div class='note'>"
-        "<p>These runs carry no energy, power or temperature data, so no time series or "
-        "energy figure is drawn:</p>"
-        f"<ul>{items}<li><b>accuracy</b>: no perplexity, KL divergence or task accuracy is "
-        "measured yet, so the quantization study compares speed and size only.</li></ul>"
-        "</div></section>"
+        "<section id='not-measured'><h2>Not measured or not plotted</h2><div class='note'>"
+        f"<ul>{''.join(items)}</ul></div></section>"
     )
 
 
@@ -587,7 +599,7 @@ def build_report(
         _warnings(results),
         _sweep_analysis(sweep) if sweep else "",
         _plots(figures),
-        _not_measured(),
+        _not_measured(results),
     ]
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

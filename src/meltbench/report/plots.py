@@ -13,13 +13,14 @@ id                       what it shows
                          failed runs (e.g. out of memory) drawn as crosses
 ``quant-speed-size``     decode and prefill tok/s against model file size (MiB), one point
                          per quant type of one model and workload, with the speed/size
-                         Pareto front (accuracy is not measured yet)
+                         Pareto front (speed and size only)
 ``operator-breakdown``   milliseconds per operator category of each profiled run
                          (``--profile``), as stacked horizontal bars
 ======================== ===============================================================
 
-Energy and temperature are not measured by this version (no power or thermal sensor), so
-no figure is made for them; :data:`NOT_MEASURED` says so in words.
+Energy, temperature and accuracy metrics are stored with the runs that measured them but
+not plotted yet; :data:`NOT_PLOTTED` names them, and the HTML report says which runs
+carry them.
 
 Context curves group runs as :func:`meltbench.measure.scaling.context_scaling` does:
 everything that must stay fixed along a curve (model, quant, weights, engine, dtype,
@@ -48,7 +49,7 @@ from meltbench.measure.stats import Summary
 from meltbench.results.schema import RunResult
 
 __all__ = [
-    "NOT_MEASURED",
+    "NOT_PLOTTED",
     "PLOT_IDS",
     "PLOT_NEEDS",
     "ReportFigure",
@@ -81,12 +82,12 @@ PLOT_NEEDS: dict[str, str] = {
     "operator-breakdown": "runs with a profile (meltbench run --profile)",
 }
 
-#: Quantities the report states as not measured, with the reason (no figure is drawn).
-NOT_MEASURED: dict[str, str] = {
-    "energy and power": "no power sensor is read by this version of meltbench "
-    "(energy_j, avg_power_w and j_per_token are not measured)",
-    "temperature and throttling": "no thermal or frequency sensor is read by this version "
-    "of meltbench (temp_max_c and throttled are not measured; no time series)",
+#: Quantities the report does not plot, keyed by name -> the metric names that show
+#: whether any run measured them (the report says which runs did, and why others did not).
+NOT_PLOTTED: dict[str, tuple[str, ...]] = {
+    "energy and power": ("energy_j_decode", "j_per_token_decode", "avg_power_w"),
+    "temperature and throttling": ("temp_max_c",),
+    "accuracy": ("perplexity", "kl_mean_nats", "top1_agreement"),
 }
 
 _MIB = 1024.0**2
@@ -783,7 +784,7 @@ def quantization_figure(results: Sequence[RunResult]) -> ReportFigure | None:
         ax.set_title(f"{name.split()[0]} speed vs size", fontsize=10)
         ax.grid(True, alpha=0.3)
     _outside_legend(cv.main, axes[0], 1 if len(chosen) <= 3 else 2)
-    cv.main.suptitle("Quantization: speed vs size (accuracy not measured)")
+    cv.main.suptitle("Quantization: speed vs size (accuracy not drawn)")
     _footnote(cv, shown)
     return ReportFigure(
         id="quant-speed-size",
@@ -791,9 +792,9 @@ def quantization_figure(results: Sequence[RunResult]) -> ReportFigure | None:
         caption=(
             "Decode and prefill tokens per second (mean, 95% CI) against model file size "
             "(MiB), one point per quant type, same model and workload per colour; the dashed "
-            "line is the speed/size Pareto front. Accuracy (perplexity, KL divergence) is "
-            "not measured yet, so this is a speed/size trade-off only: the smallest, fastest "
-            "quant type is not necessarily usable."
+            "line is the speed/size Pareto front. Accuracy is not drawn here: the smallest, "
+            "fastest quant type is not necessarily usable; see meltbench quant-study for "
+            "perplexity and KL divergence per type."
         ),
         run_ids=tuple(shown),
         figure=cv.fig,
@@ -892,8 +893,8 @@ def build_figures(
             ``{"scaling": [...], "max_context": [...]}``), or None.
 
     Returns:
-        Zero to five :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy
-        and temperature are never plotted (:data:`NOT_MEASURED`).
+        Zero to five :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy,
+        temperature and accuracy are not plotted yet (:data:`NOT_PLOTTED`).
 
     Raises:
         ImportError: matplotlib is not installed (``pip install 'meltbench[report]'``).

@@ -19,7 +19,9 @@ from meltbench.results.tables import SENSOR_COLUMNS, bench_columns, bench_rows, 
 __all__ = [
     "RunProgress",
     "print_bench_table",
+    "print_eval",
     "print_profile",
+    "print_quant_study",
     "print_run_details",
     "print_runs_list",
     "print_sensor_status",
@@ -328,3 +330,96 @@ def print_runs_list(rows: Sequence[dict[str, Any]], console: Console) -> None:
             str(r.get("threads") or ""),
         )
     console.print(table)
+
+
+_ACCURACY_ROWS = (
+    ("perplexity", "perplexity", ".4f"),
+    ("perplexity_ref", "reference perplexity", ".4f"),
+    ("ppl_ratio", "perplexity ratio (model / reference)", ".4f"),
+    ("kl_mean_nats", "KL divergence mean (nats)", ".5f"),
+    ("kl_median_nats", "KL divergence median (nats)", ".5f"),
+    ("kl_p99_nats", "KL divergence p99 (nats)", ".5f"),
+    ("kl_max_nats", "KL divergence max (nats)", ".5f"),
+    ("top1_agreement", "top-1 agreement", ".4%"),
+)
+
+
+def print_eval(result: RunResult, console: Console) -> None:
+    """``meltbench eval``: the scores of one evaluation and how they were computed."""
+    acc = result.accuracy or {}
+    model = " ".join(str(x) for x in (result.model.get("name"), result.model.get("quant")) if x)
+    console.print(f"{model or result.model.get('ref')} on {acc.get('engine', '')}", highlight=False)
+    table = Table(header_style="bold", title=result.test)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, label, spec in _ACCURACY_ROWS:
+        if name in result.metrics:
+            table.add_row(label, f"{result.metrics[name].median:{spec}}")
+    for name in sorted(result.metrics):
+        if name.startswith("task_"):
+            table.add_row(name, f"{result.metrics[name].median:.4f}")
+    console.print(table)
+    if acc.get("corpus"):
+        method = acc.get("method") or {}
+        console.print(
+            f"{acc.get('n_scored')} tokens scored of {acc.get('n_tokens')} "
+            f"({acc.get('corpus_chars')} characters of {acc.get('corpus')}); "
+            f"windows of {method.get('ctx')} tokens, stride {method.get('stride')}, "
+            f"{method.get('n_windows')} windows (Hugging Face strided sliding window)",
+            highlight=False,
+        )
+    ref = acc.get("reference")
+    if ref:
+        console.print(
+            f"reference: {ref.get('model')} ({ref.get('quant') or ref.get('engine') or ''}), "
+            f"perplexity {ref.get('perplexity', 0):.4f}; KL over the reference's top-"
+            f"{ref.get('k')} tokens + the rest (a lower bound of the full KL)",
+            highlight=False,
+        )
+    if acc.get("saved_reference"):
+        console.print(f"reference saved to {acc['saved_reference']}", highlight=False)
+
+
+def print_quant_study(study: Any, console: Console) -> None:
+    """``meltbench quant-study``: one row per quantization type, Pareto front marked."""
+    table = Table(header_style="bold", title=f"quantization study of {study.source}")
+    cols = (
+        "quant", "size", "bits/w", "pp t/s", "tg t/s", "peak RSS",
+        "PPL", "ΔPPL", "KL mean", "KL p99", "top-1", "Pareto",
+    )  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("quant", "Pareto") else "right")
+    for row in study.rows:
+        r = row.result
+        size = r.model.get("size_bytes")
+        params = r.model.get("n_params")
+        bpw = f"{size * 8 / params:.2f}" if size and params else ""
+        ratio = row.metric("ppl_ratio")
+
+        def val(name: str, spec: str, row: Any = row) -> str:
+            v = row.metric(name)
+            return "" if v is None else f"{v:{spec}}"
+
+        table.add_row(
+            row.quant + (" (source)" if row.is_source else ""),
+            format_bytes(size),
+            bpw,
+            val("prefill_tps", ".1f"),
+            val("decode_tps", ".2f") + ("" if r.ok else " FAILED"),
+            format_bytes(r.memory.get("peak_rss_bytes")),
+            val("perplexity", ".3f"),
+            "" if ratio is None else f"{ratio - 1:+.2%}",
+            val("kl_mean_nats", ".4f"),
+            val("kl_p99_nats", ".4f"),
+            val("top1_agreement", ".2%"),
+            "*" if row.pareto else "",
+        )
+    console.print(table)
+    console.print(study.reference_note, highlight=False)
+    notes = sorted({row.note for row in study.rows if not row.is_source})
+    for note in notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(
+        "Pareto (*): no other type has both higher decode tok/s and lower mean KL.",
+        highlight=False,
+    )

@@ -14,8 +14,8 @@ Metric names (units in the names, definitions in SPEC.md): ``load_ms``, ``ttft_m
 idle baseline), ``tokens_per_j_decode``, ``energy_j_load``; with temperature sensors
 ``temp_max_c``.
 
-Versions: 1 (first release); 2 added ``sensors``, ``device_state``, ``sustain`` and
-``Repetition.cooldown``. A version-1 result reads as version 2 with those empty.
+Versions: 1 (first release); 2 added ``sensors``, ``device_state``, ``sustain``,
+``accuracy`` and ``Repetition.cooldown``. A version-1 result reads as version 2 with those empty.
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ class RunResult(BaseModel):
             (Jetson nvpmodel), read before the run; None values = not exposed.
         sustain: for ``meltbench sustain``: the time series of decode tok/s,
             temperature, frequency and power, and the throttling verdict.
+        accuracy: for ``meltbench eval`` and quantization studies: corpus, method,
+            token counts, the reference compared against, lm-eval task results.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +119,7 @@ class RunResult(BaseModel):
     sensors: dict[str, Any] = Field(default_factory=dict)
     device_state: dict[str, Any] = Field(default_factory=dict)
     sustain: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod

@@ -1,0 +1,126 @@
+"""``meltbench eval`` and ``meltbench quant-study`` end to end on the real default model.
+
+A slice of WikiText-2 (test split, ../shared/data) keeps each evaluation to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meltbench.results.store import ResultStore
+
+pytestmark = pytest.mark.integration
+
+WIKITEXT = Path(__file__).resolve().parents[3] / "shared" / "data" / "wikitext-2" / "test.txt"
+SLICE = ["--corpus", str(WIKITEXT), "--max-chars", "5000", "--ctx", "128", "--stride", "64"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meltbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus_present():
+    if not WIKITEXT.is_file():
+        pytest.fail(f"WikiText-2 test file missing at {WIKITEXT}")
+
+
+@pytest.fixture(scope="module")
+def saved_reference(tmp_path_factory, corpus_present):
+    tmp = tmp_path_factory.mktemp("eval")
+    ref = tmp / "ref.npz"
+    db = tmp / "eval.db"
+    proc = cli("eval", *SLICE, "--save-reference", str(ref), "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    return ref, db, proc
+
+
+def test_eval_prints_and_stores_perplexity(saved_reference):
+    ref, db, proc = saved_reference
+    assert "perplexity" in proc.stdout
+    assert ref.is_file()
+    with ResultStore(db, readonly=True) as store:
+        (result,) = list(store.iter_results())
+    assert result.test == "ppl:test@ctx128/s64"
+    ppl = result.metrics["perplexity"].median
+    assert 1.0 < ppl < 1000.0
+    assert result.accuracy["n_scored"] == result.accuracy["n_tokens"]  # BOS: every token
+    assert result.accuracy["corpus_chars"] == 5000
+
+
+def test_eval_against_its_own_saved_reference_is_exact(saved_reference):
+    ref, _, _ = saved_reference
+    proc = cli("eval", *SLICE, "--reference", str(ref), "--no-db", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    metrics = {k: v["median"] for k, v in json.loads(proc.stdout)["metrics"].items()}
+    assert metrics["top1_agreement"] == 1.0
+    assert metrics["kl_mean_nats"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["ppl_ratio"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_quant_study_table(tmp_path, corpus_present):
+    db = tmp_path / "study.db"
+    proc = cli(
+        "quant-study",
+        "--types",
+        "Q4_0,Q2_K",
+        *SLICE,
+        "-p",
+        "32",
+        "-n",
+        "16",
+        "-r",
+        "2",
+        "--db",
+        str(db),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for text in ("Q4_K_M (source)", "Q4_0", "Q2_K", "KL mean", "top-1", "Pareto"):
+        assert text in out
+    assert "requantized from Q4_K_M" in out
+    with ResultStore(db, readonly=True) as store:
+        results = {r.model["quant"]: r for r in store.iter_results()}
+    assert set(results) == {"Q4_K_M", "Q4_0", "Q2_K"}
+    src, q4, q2 = results["Q4_K_M"], results["Q4_0"], results["Q2_K"]
+    assert src.median("top1_agreement") == 1.0
+    assert src.median("kl_mean_nats") == 0.0
+    assert q2.median("kl_mean_nats") > q4.median("kl_mean_nats") > 0.0
+    assert q2.median("top1_agreement") < 1.0
+    for r in results.values():  # speed and accuracy in the same stored run
+        assert r.ok and r.median("decode_tps") > 0 and r.median("perplexity") > 1.0
+        assert r.accuracy["reference"]["quant"] == "Q4_K_M"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["eval"], "nothing to evaluate"),
+        (["eval", "--corpus", "/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
+        (["eval", *SLICE[:2], "--ctx", "64", "--stride", "64"], "--stride"),
+        (["eval", *SLICE[:2], "--engine", "mlx"], "llama.cpp or transformers"),
+        (["eval", *SLICE[:2], "--reference", "{garbage}"], "reference"),
+        (["quant-study", "--types", "Q9_Z", *SLICE[:2]], "unknown quantization type"),
+        (["quant-study", "--types", "Q4_0"], "--corpus"),
+    ],
+)
+def test_bad_eval_input(tmp_path, args, fragment):
+    garbage = tmp_path / "bad.npz"
+    garbage.write_bytes(b"not a zip file")
+    args = [a.replace("{garbage}", str(garbage)) for a in args]
+    proc = cli(*args, "--db", str(tmp_path / "r.db"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert fragment in lines[0]
+    assert not (tmp_path / "r.db").exists()
