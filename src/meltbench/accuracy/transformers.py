@@ -62,8 +62,8 @@ class TransformersLogits(LogitsSource):
         path: a Hugging Face folder (``fmt="hf"``) or a GGUF file (``fmt="gguf"``).
         fmt: ``hf`` or ``gguf``.
         ctx: the longest window :meth:`score` accepts, tokens.
-        threads: CPU threads (``torch.set_num_threads``, process-wide); None leaves
-            torch's setting.
+        threads: CPU threads (``torch.set_num_threads``, process-wide); None = physical
+            cores (:func:`meltbench.environment.physical_cores`).
         dtype: ``float32`` (default), ``bfloat16`` or ``float16``.
         batch: tokens per forward; the logits of at most this many positions exist at
             once.
@@ -113,8 +113,11 @@ class TransformersLogits(LogitsSource):
         self.dtype = dtype
         self.device = device
         self._info = dict(info or {})
-        if threads is not None:
-            torch.set_num_threads(int(threads))
+        if threads is None:
+            from meltbench.environment import physical_cores
+
+            threads = physical_cores()
+        torch.set_num_threads(int(threads))
         self.threads = torch.get_num_threads()
 
         torch_dtype = getattr(torch, dtype)
