@@ -464,12 +464,26 @@ def run(
         spec = build_spec(**options)
     elif options:
         raise UsageError("pass either a RunSpec or keyword options, not both")
-    prepared = prepare(spec)
+    return _execute_and_store(prepare(spec), db, on_event)
+
+
+def _execute_and_store(
+    prepared: PreparedRun,
+    db: str | os.PathLike[str] | None,
+    on_event: EventCallback | None,
+    **execute_options: Any,
+) -> RunResult:
+    """Open (and check) the database, measure, store the result in one transaction.
+
+    Raises:
+        UsageError: the database cannot be opened (nothing is measured).
+        RunInterrupted: after storing the interrupted run as failed.
+    """
     from meltbench.results.store import ResultStore
 
     store = ResultStore(Path(db)) if db is not None else None
     try:
-        result, interrupted = execute(prepared, on_event)
+        result, interrupted = execute(prepared, on_event, **execute_options)
         if store is not None:
             store.save(result)
     finally:
@@ -508,20 +522,9 @@ def sustain(
         spec = build_spec(**options)
     elif options:
         raise UsageError("pass either a RunSpec or keyword options, not both")
-    prepared = prepare(spec)
-    from meltbench.results.store import ResultStore
-
-    store = ResultStore(Path(db)) if db is not None else None
-    try:
-        result, interrupted = execute(prepared, on_event, sustain_s=duration_s, sustain_bin_s=bin_s)
-        if store is not None:
-            store.save(result)
-    finally:
-        if store is not None:
-            store.close()
-    if interrupted:
-        raise RunInterrupted(result)
-    return result
+    return _execute_and_store(
+        prepare(spec), db, on_event, sustain_s=duration_s, sustain_bin_s=bin_s
+    )
 
 
 def load_results(db: str | os.PathLike[str] | None = None, sweep: str | None = None) -> Any:

@@ -381,12 +381,15 @@ def _lm_class() -> type:
             _SourceScorer.__init__(self, source, **kwargs)
 
         def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+            """``(sum of log-probabilities, is greedy)`` of each (context, continuation)."""
             return self.loglikelihood_pairs([req.args for req in requests])
 
         def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
+            """Total log-likelihood of each whole text, over windows of ``n_ctx``."""
             return self.loglikelihood_rolling_texts([req.args[0] for req in requests])
 
         def generate_until(self, requests: list[Any]) -> list[str]:
+            """Greedy continuations up to the stop strings (needs a detokenizing source)."""
             return self.generate([req.args for req in requests])
 
         def get_model_info(self) -> dict[str, Any]:

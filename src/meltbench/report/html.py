@@ -31,7 +31,7 @@ from typing import Any
 
 from meltbench.measure.stats import Summary
 from meltbench.results.schema import RunResult
-from meltbench.results.tables import bench_columns, bench_rows, format_bytes
+from meltbench.results.tables import NUMERIC_COLUMNS, bench_columns, bench_rows, format_bytes
 
 __all__ = ["CSP", "build_report"]
 
@@ -259,21 +259,6 @@ def _environments(results: Sequence[RunResult]) -> str:
     return "".join(out)
 
 
-_RIGHT = {
-    "size",
-    "params",
-    "threads",
-    "t/s",
-    "TTFT ms",
-    "ITL p50 ms",
-    "ITL p99 ms",
-    "peak RSS",
-    "J/tok",
-    "J/tok net",
-    "max °C",
-}
-
-
 def _results_table(results: Sequence[RunResult]) -> str:
     columns = bench_columns(list(results))
     header = ("run", "status", *columns)
@@ -282,7 +267,7 @@ def _results_table(results: Sequence[RunResult]) -> str:
         for row in bench_rows(r):
             rows.append([_short(r.run_id), r.status, *(row[c] for c in columns)])
             classes.append("" if r.ok else "failed")
-    num = [i for i, c in enumerate(header) if c in _RIGHT]
+    num = [i for i, c in enumerate(header) if c in NUMERIC_COLUMNS]
     body = _table(header, rows, num=num, row_classes=classes) if rows else "<p>No runs.</p>"
     return (
         "<section id='results'><h2>Results</h2>"

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from meltbench.results.schema import RunResult
-from meltbench.results.tables import SENSOR_COLUMNS, bench_columns, bench_rows, format_bytes
+from meltbench.results.tables import NUMERIC_COLUMNS, bench_columns, bench_rows, format_bytes
 
 __all__ = [
     "RunProgress",
@@ -29,18 +29,6 @@ __all__ = [
     "print_sustain",
     "print_warnings",
 ]
-
-_RIGHT = {
-    "size",
-    "params",
-    "threads",
-    "t/s",
-    "TTFT ms",
-    "ITL p50 ms",
-    "ITL p99 ms",
-    "peak RSS",
-    *SENSOR_COLUMNS,
-}
 
 
 class RunProgress:
@@ -108,7 +96,7 @@ def print_bench_table(results: Sequence[RunResult], console: Console) -> None:
     table = Table(show_edge=True, header_style="bold")
     columns = bench_columns(list(results))
     for col in columns:
-        table.add_column(col, justify="right" if col in _RIGHT else "left")
+        table.add_column(col, justify="right" if col in NUMERIC_COLUMNS else "left")
     for result in results:
         for row in bench_rows(result):
             table.add_row(*(row[c] for c in columns))

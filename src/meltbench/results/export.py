@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 from meltbench.errors import UsageError
 from meltbench.results.schema import RunResult
-from meltbench.results.tables import SENSOR_COLUMNS, bench_columns, bench_rows, flat_record
+from meltbench.results.tables import NUMERIC_COLUMNS, bench_columns, bench_rows, flat_record
 
 __all__ = ["EXPORT_FORMATS", "export", "write_parquet"]
 
@@ -62,12 +62,10 @@ def _md_cell(text: str) -> str:
 
 
 def _md(results: Sequence[RunResult]) -> str:
-    right = {"size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS"}
-    right |= set(SENSOR_COLUMNS)
     columns = bench_columns(list(results))
     lines = [
         "| " + " | ".join(columns) + " |",
-        "| " + " | ".join("---:" if c in right else "---" for c in columns) + " |",
+        "| " + " | ".join("---:" if c in NUMERIC_COLUMNS else "---" for c in columns) + " |",
     ]
     for result in results:
         for row in bench_rows(result):

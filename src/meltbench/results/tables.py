@@ -15,6 +15,7 @@ from meltbench.results.schema import RunResult
 
 __all__ = [
     "BENCH_COLUMNS",
+    "NUMERIC_COLUMNS",
     "SENSOR_COLUMNS",
     "bench_columns",
     "bench_rows",
@@ -40,6 +41,11 @@ BENCH_COLUMNS = (
 #: extra columns shown when a run measured energy or temperature: joules per token of the
 #: row's window (prefill for pp, decode for tg), the same net of idle, the hottest sensor
 SENSOR_COLUMNS = ("J/tok", "J/tok net", "max °C")
+#: columns of :data:`BENCH_COLUMNS` and :data:`SENSOR_COLUMNS` that hold numbers
+#: (right-aligned by every renderer)
+NUMERIC_COLUMNS = frozenset(
+    ("size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS")
+) | frozenset(SENSOR_COLUMNS)
 _STATS = ("n", "mean", "median", "stddev", "min", "max", "p90", "p99", "ci95_low", "ci95_high")
 
 

@@ -29,7 +29,7 @@ convention of ml-energy/zeus).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -146,6 +146,7 @@ class Sensor(ABC):
 
     def __init__(self, fs: SysFS | None = None) -> None:
         self.fs = fs if fs is not None else SysFS("/")
+        self._closers: list[Callable[[], None]] = []
 
     @abstractmethod
     def probe(self) -> Probe:
@@ -159,5 +160,12 @@ class Sensor(ABC):
         read this time gives None for this reading; the sampler keeps going.
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release open files or library handles."""
+    def close(self) -> None:
+        """Release what the sensor holds: every file registered in ``_closers`` (by
+        :meth:`probe`); subclasses with other handles (NVML) extend this."""
+        for close in self._closers:
+            try:
+                close()
+            except OSError:
+                pass
+        self._closers = []

@@ -214,7 +214,6 @@ class BatterySensor(Sensor):
     def __init__(self, fs: SysFS | None = None) -> None:
         super().__init__(fs)
         self._readers: list[Callable[[], float]] = []
-        self._closers: list[Callable[[], None]] = []
 
     def probe(self) -> Probe:
         """Find the batteries and their units; never raises.
@@ -350,10 +349,5 @@ class BatterySensor(Sensor):
 
     def close(self) -> None:
         """Close the files opened by :meth:`probe`."""
-        for close in self._closers:
-            try:
-                close()
-            except OSError:
-                pass
-        self._closers = []
+        super().close()
         self._readers = []

@@ -157,7 +157,6 @@ class CpuFreqSensor(Sensor):
     def __init__(self, fs: SysFS | None = None) -> None:
         super().__init__(fs)
         self._readers: list[Callable[[], str]] = []
-        self._closers: list[Callable[[], None]] = []
 
     def probe(self) -> Probe:
         """Find the frequency domains; never raises.
@@ -253,10 +252,5 @@ class CpuFreqSensor(Sensor):
 
     def close(self) -> None:
         """Close the files opened by :meth:`probe`."""
-        for close in self._closers:
-            try:
-                close()
-            except OSError:
-                pass
-        self._closers = []
+        super().close()
         self._readers = []

@@ -77,7 +77,6 @@ class HwmonSensor(Sensor):
     def __init__(self, fs: SysFS | None = None) -> None:
         super().__init__(fs)
         self._readers: list[tuple[Callable[[], str], float]] = []
-        self._closers: list[Callable[[], None]] = []
 
     def probe(self) -> Probe:
         """Find the chips and open their input files; never raises.
@@ -207,10 +206,5 @@ class HwmonSensor(Sensor):
 
     def close(self) -> None:
         """Close the files opened by :meth:`probe`."""
-        for close in self._closers:
-            try:
-                close()
-            except OSError:
-                pass
+        super().close()
         self._readers = []
-        self._closers = []

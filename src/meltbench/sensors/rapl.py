@@ -97,7 +97,6 @@ class RaplSensor(Sensor):
     def __init__(self, fs: SysFS | None = None) -> None:
         super().__init__(fs)
         self._readers: list[Callable[[], str]] = []
-        self._closers: list[Callable[[], None]] = []
 
     # -- probing -----------------------------------------------------------------------
 
@@ -264,10 +263,5 @@ class RaplSensor(Sensor):
 
     def close(self) -> None:
         """Close the ``energy_uj`` files opened by :meth:`probe`."""
-        for close in self._closers:
-            try:
-                close()
-            except OSError:
-                pass
+        super().close()
         self._readers = []
-        self._closers = []

@@ -111,7 +111,6 @@ class ThermalZoneSensor(Sensor):
     def __init__(self, fs: SysFS | None = None) -> None:
         super().__init__(fs)
         self._readers: list[tuple[Callable[[], str], int]] = []
-        self._closers: list[Callable[[], None]] = []
 
     def probe(self) -> Probe:
         """Find the zones; never raises.
@@ -213,12 +212,7 @@ class ThermalZoneSensor(Sensor):
 
     def close(self) -> None:
         """Close the zone files opened by :meth:`probe`."""
-        for close in self._closers:
-            try:
-                close()
-            except OSError:
-                pass
-        self._closers = []
+        super().close()
         self._readers = []
 
 
