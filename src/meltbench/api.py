@@ -27,7 +27,6 @@ from meltbench.config import RunSpec, usage_error_from
 from meltbench.engines.base import EngineSettings
 from meltbench.errors import RunInterrupted, UsageError
 from meltbench.measure.analysis import analyze_reps
-from meltbench.measure.runner import run_worker
 from meltbench.measure.warnings import BenchWarning, check_memory_rate
 from meltbench.measure.worker import PROTOCOL
 from meltbench.models.resolve import ResolvedModel, resolve_model
@@ -72,6 +71,8 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "cooldown_margin_c": ("cooldown", "margin_c"),
     "cooldown_timeout_s": ("cooldown", "timeout_s"),
 }
+#: top-level RunSpec fields that build_spec accepts as keywords
+_TOP_FIELDS = ("timeout_s", "profile", "memory_limit_bytes", "target")
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -95,7 +96,7 @@ def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
     for key, value in options.items():
         if value is None:
             continue
-        if key in ("timeout_s", "profile", "memory_limit_bytes"):
+        if key in _TOP_FIELDS:
             top[key] = value
         elif key in FLAT_FIELDS:
             section, name = FLAT_FIELDS[key]
@@ -242,65 +243,50 @@ def execute(
     Raises:
         UsageError: an unknown sensor name or a sysfs root that is not a directory.
     """
-    from meltbench.sensors.session import open_session
-
     spec = prepared.spec
-    use = spec.sensors.use
-    sensing = use is None or any(n != "none" for n in use)
-    session = open_session(spec.sensors) if sensing else None
-    try:
-        return _execute(prepared, session, on_event, sustain_s, sustain_bin_s)
-    finally:
-        if session is not None:
-            session.close()
+    run_settings: dict[str, Any] = {
+        "timeout_s": spec.timeout_s,
+        "memory_hz": spec.sensors.memory_hz,
+        "memory_limit_bytes": spec.memory_limit_bytes,
+        "sensors": spec.sensors.model_dump(mode="json"),
+        "cooldown": spec.cooldown.model_dump() if spec.cooldown.active and not sustain_s else None,
+    }
+    job = prepared.job()
+    if sustain_s is not None:
+        job["sustain"] = {"duration_s": sustain_s}
+    if spec.target.startswith("adb://"):
+        from meltbench.targets.android import execute_android
+
+        return execute_android(prepared, on_event)
+    if spec.target == "local":
+        from meltbench.measure.measurement import measure
+
+        measurement = measure(job, run_settings, on_event)
+    else:
+        from meltbench.targets.remote_run import measure_on_target
+
+        measurement = measure_on_target(spec.target, prepared, job, run_settings, on_event)
+    return _result_of(prepared, measurement, sustain_s, sustain_bin_s)
 
 
-def _execute(
+def _result_of(
     prepared: PreparedRun,
-    session: Any,
-    on_event: EventCallback | None,
+    measurement: Any,
     sustain_s: float | None,
     sustain_bin_s: float,
 ) -> tuple[RunResult, bool]:
+    """Turn a :class:`~meltbench.measure.measurement.Measurement` into a result."""
     from meltbench.measure.sensor_analysis import analyze_sensors
     from meltbench.measure.stats import summarize
+    from meltbench.sensors.sampler import SensorSeries
 
     spec = prepared.spec
-    job = prepared.job()
-    idle_c = None
-    if session is not None and session.baseline is not None:
-        from meltbench.measure.energy import temperature_stats
-
-        idle_c = temperature_stats(session.baseline).get("temp_max_c")
-    if spec.cooldown.active and sustain_s is None:
-        job["cooldown"] = {
-            **spec.cooldown.model_dump(),
-            "idle_c": idle_c,
-            "root": spec.sensors.root,
-            "use": None if spec.sensors.use is None else list(spec.sensors.use),
-        }
-    if sustain_s is not None:
-        job["sustain"] = {"duration_s": sustain_s}
-    started = _now()
-    interrupted = False
-    try:
-        out = run_worker(
-            job,
-            timeout_s=spec.timeout_s,
-            memory_hz=spec.sensors.memory_hz,
-            on_event=on_event,
-            memory_limit_bytes=spec.memory_limit_bytes,
-            sensors=session.available if session is not None else (),
-            sensor_hz=spec.sensors.hz,
-        )
-    except KeyboardInterrupt as exc:
-        out = exc.output  # type: ignore[attr-defined]
-        interrupted = True
-    finished = _now()
-
-    sampler = out.memory
+    out = measurement.output()
+    interrupted = measurement.interrupted
+    started, finished = measurement.started_at, measurement.finished_at or _now()
+    mem = measurement.memory
     kernel = (out.done or {}).get("memory") or {}
-    sampled_peak = sampler.peak_bytes if sampler else None
+    sampled_peak = mem.get("peak_sampled_bytes")
     candidates = [v for v in (kernel.get("vm_hwm_bytes"), sampled_peak) if v]
     peak = max(candidates) if candidates else None
     memory = {
@@ -309,9 +295,9 @@ def _execute(
         "vm_hwm_bytes": kernel.get("vm_hwm_bytes"),
         "ru_maxrss_bytes": kernel.get("ru_maxrss_bytes"),
         "requested_hz": spec.sensors.memory_hz,
-        "achieved_hz": sampler.achieved_hz if sampler else None,
-        "policy": sampler.policy if sampler else None,
-        "samples": [[s.t_ns, s.rss_bytes] for s in sampler.samples] if sampler else [],
+        "achieved_hz": mem.get("achieved_hz"),
+        "policy": mem.get("policy"),
+        "samples": mem.get("samples") or [],
     }
 
     failure = out.failure_cause(spec.timeout_s)
@@ -329,18 +315,20 @@ def _execute(
     load_window = None
     if loaded and loaded.get("t_load_start_ns") is not None:
         load_window = (int(loaded["t_load_start_ns"]), int(loaded["t_load_end_ns"]))
-    series = out.sensors.series if out.sensors is not None else None
+    sensed = measurement.sensors or {}
+    series = SensorSeries.from_dict(sensed["series"]) if sensed.get("series") else None
+    baseline = SensorSeries.from_dict(measurement.baseline) if measurement.baseline else None
     sensors = analyze_sensors(
-        [p for _, p in session.probed] if session is not None else [],
+        measurement.probes,
         series,
-        session.baseline if session is not None else None,
+        baseline,
         out.reps,
         spec.workload.n_prompt,
         hz=spec.sensors.hz,
         load_window=load_window,
         idle_s=spec.sensors.idle_s,
-        device_state=session.device_state if session is not None else None,
-        achieved_hz=out.sensors.achieved_hz if out.sensors is not None else None,
+        device_state=measurement.device_state,
+        achieved_hz=sensed.get("achieved_hz"),
     )
     metrics = dict(analysis.metrics)
     for name, values in sensors.per_rep.items():
@@ -349,9 +337,9 @@ def _execute(
     for name, value in sensors.single.items():
         metrics[name] = summarize([value])
     warnings += sensors.warnings
-    if out.sensors is not None:
-        sensors.info["policy"] = getattr(out.sensors, "policy", None)
-        sensors.info["errors"] = getattr(out.sensors, "errors", 0)
+    if sensed:
+        sensors.info["policy"] = sensed.get("policy")
+        sensors.info["errors"] = sensed.get("errors", 0)
 
     sustain = None
     if sustain_s is not None:
@@ -404,7 +392,8 @@ def _execute(
             for r in out.reps
         ],
         sensors=sensors.info,
-        device_state=session.device_state if session is not None else {},
+        target=spec.target,
+        device_state=measurement.device_state,
         sustain=sustain,
     )
     return result, interrupted

@@ -169,6 +169,8 @@ class RunSpec(_Frozen):
 
     Attributes:
         cooldown: wait between repetitions (fixed, or until temperatures recover).
+        target: where the model runs: ``local``, ``ssh://[user@]host[:port]``, or a
+            name from the targets file (see :mod:`meltbench.targets.config`).
         timeout_s: wall-clock limit for the whole worker (load + all repetitions),
             seconds; ``None`` = no limit.
         profile: after the timed repetitions, run one more request under the engine's
@@ -189,6 +191,7 @@ class RunSpec(_Frozen):
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     sensors: SensorSpec = Field(default_factory=SensorSpec)
     cooldown: CooldownSpec = Field(default_factory=CooldownSpec)
+    target: str = Field(default="local", min_length=1)
     timeout_s: float | None = Field(default=None, gt=0)
     profile: bool = False
     memory_limit_bytes: int | None = Field(default=None, gt=0)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from meltbench.sensors.base import Probe, Sensor
     from meltbench.sensors.sampler import SensorSampler
 
-__all__ = ["WorkerOutput", "describe_exit", "run_worker"]
+__all__ = ["WorkerOutput", "describe_exit", "record_event", "run_worker"]
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -195,7 +195,7 @@ def run_worker(
             if not isinstance(event, dict):
                 out.protocol_errors.append(f"not an event object: {raw[:200]!r}")
                 continue
-            _record(out, event)
+            record_event(out, event)
             if on_event is not None:
                 on_event(event)
         proc.wait()
@@ -219,7 +219,8 @@ def run_worker(
     return out
 
 
-def _record(out: WorkerOutput, event: dict[str, Any]) -> None:
+def record_event(out: WorkerOutput, event: dict[str, Any]) -> None:
+    """Add one worker event to ``out`` (and to the field it fills)."""
     out.events.append(event)
     kind = event.get("event")
     if kind == "environment":

@@ -66,7 +66,7 @@ def _memory_peak(series: SensorSeries) -> float | None:
 
 
 def analyze_sensors(
-    probes: Sequence[Probe],
+    probes: Sequence[Probe | dict[str, Any]],
     series: SensorSeries | None,
     baseline: SensorSeries | None,
     reps: Sequence[dict[str, Any]],
@@ -81,7 +81,7 @@ def analyze_sensors(
     """Energy per window, temperatures and frequencies of one run.
 
     Args:
-        probes: every probed sensor (available or not), recorded with its reason.
+        probes: every probed sensor (``Probe`` or its dict), recorded with its reason.
         series: readings during the run (None when no sensor was available).
         baseline: readings of the idle baseline before the run (None = not measured;
             then no ``_net`` values).
@@ -98,9 +98,9 @@ def analyze_sensors(
     info: dict[str, Any] = {
         "hz": hz,
         "achieved_hz": achieved_hz,
-        "probes": [p.to_dict() for p in probes],
-        "available": [p.sensor for p in probes if p.available],
+        "probes": [p if isinstance(p, dict) else p.to_dict() for p in probes],
     }
+    info["available"] = [p["sensor"] for p in info["probes"] if p.get("available")]
     out.info = info
     if series is None or not series.channels:
         info["energy_method"] = None
