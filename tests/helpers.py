@@ -82,3 +82,23 @@ def make_result(status: str = "ok", n_reps: int = 3, **overrides):
     )
     fields.update(overrides)
     return RunResult(**fields)
+
+
+def wikitext_test_path() -> Path:
+    """The WikiText-2 test split (SPEC.md: ``../shared/data/wikitext-2/test.txt``).
+
+    Looked up in order: ``$MELTBENCH_WIKITEXT``, ``shared/data`` beside the checkout,
+    ``/work/shared/data`` (where this project's machines keep it, wherever the checkout
+    is). Returns the first that exists, else the first candidate (tests then fail with
+    the path in the message; never skip).
+    """
+    import os
+
+    rel = Path("shared") / "data" / "wikitext-2" / "test.txt"
+    candidates = [
+        Path(os.environ["MELTBENCH_WIKITEXT"]) if os.environ.get("MELTBENCH_WIKITEXT") else None,
+        Path(__file__).resolve().parents[2] / rel,
+        Path("/work") / rel,
+    ]
+    found = [p for p in candidates if p is not None]
+    return next((p for p in found if p.is_file()), found[0])

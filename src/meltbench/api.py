@@ -149,7 +149,11 @@ def prepare(spec: RunSpec) -> PreparedRun:
 
     engine_cls = ENGINES.load(spec.engine.name)
     engine_name = engine_cls.name
-    missing = engine_cls.missing_requirements()
+    android = spec.target.startswith("adb://")
+    if android:
+        _check_android_spec(spec, engine_name)
+    # On a remote target the engine's library lives on the device (checked there).
+    missing = engine_cls.missing_requirements() if spec.target == "local" else []
     if missing:
         hint = engine_cls.install_hint or ENGINES.install_hints.get(
             engine_name, "install the engine's library"
@@ -157,7 +161,10 @@ def prepare(spec: RunSpec) -> PreparedRun:
         raise UsageError(
             f"engine {engine_name!r} needs {', '.join(missing)}, which is not installed; {hint}"
         )
-    unknown = engine_cls.unknown_options(spec.engine.options)
+    options = {
+        k: v for k, v in spec.engine.options.items() if not (android and k in _ANDROID_OPTIONS)
+    }
+    unknown = engine_cls.unknown_options(options)
     if unknown:
         allowed = ", ".join(sorted(engine_cls.allowed_options)) or "none"
         raise UsageError(
@@ -194,6 +201,23 @@ def prepare(spec: RunSpec) -> PreparedRun:
     return PreparedRun(spec=spec, engine=engine_name, model=model, settings=settings)
 
 
+#: engine options of Android runs (llama-bench pushed over adb), not of the Python engine
+_ANDROID_OPTIONS = ("llama_bench",)
+
+
+def _check_android_spec(spec: RunSpec, engine_name: str) -> None:
+    """Android targets run llama.cpp's own llama-bench: refuse what it cannot do."""
+    if engine_name != "llama.cpp":
+        raise UsageError(
+            f"adb targets run llama.cpp's llama-bench binary, not {engine_name!r}; use "
+            "--engine llama.cpp, or an ssh:// target (Termux) for Python engines"
+        )
+    if spec.profile:
+        raise UsageError("adb targets have no profiler; drop --profile")
+    if spec.workload.n_depth:
+        raise UsageError("adb targets do not support --n-depth yet; use --n-depth 0")
+
+
 def _check_sensor_settings(spec: RunSpec) -> None:
     """Unknown sensor names and a missing sysfs root are usage errors, found before
     anything is measured or stored."""
@@ -206,7 +230,7 @@ def _check_sensor_settings(spec: RunSpec) -> None:
             f"--sensors: unknown sensor {', '.join(map(repr, unknown))}; choose from: "
             f"{', '.join(names)}, or 'none'"
         )
-    if not os.path.isdir(spec.sensors.root):
+    if spec.target == "local" and not os.path.isdir(spec.sensors.root):
         raise UsageError(
             f"--sysfs-root {spec.sensors.root!r} is not a directory; give a sysfs tree (or /)"
         )
@@ -507,6 +531,12 @@ def sustain(
     """
     if not duration_s > 0 or not bin_s > 0:
         raise UsageError("sustain duration and bin must be > 0 seconds")
+    target = spec.target if spec is not None else str(options.get("target") or "local")
+    if target.startswith("adb://"):
+        raise UsageError(
+            "sustain needs per-token timestamps, which llama-bench on adb targets does not "
+            "give; use an ssh:// target (Termux) or a local run"
+        )
     if spec is None:
         spec = build_spec(**options)
     elif options:

@@ -24,12 +24,13 @@ from meltbench.accuracy.sources import ACCURACY_ENGINES, open_source
 from meltbench.errors import UsageError
 from meltbench.models.quantize import cached_variant
 from meltbench.models.resolve import resolve_model
+from tests.helpers import wikitext_test_path
 
 pytestmark = pytest.mark.integration
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CORPUS = Path(__file__).parents[2].parent / "shared/data/wikitext-2/test.txt"
+CORPUS = wikitext_test_path()
 MODEL = "gemma3-270m-q4_k_m"
 CHARS, CTX, STRIDE, K, THREADS = 12_000, 256, 128, 32, 2
 GEMMA_VOCAB, GEMMA_BOS = 262_144, 2

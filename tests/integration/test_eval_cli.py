@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from meltbench.results.store import ResultStore
+from tests.helpers import wikitext_test_path
 
 pytestmark = pytest.mark.integration
 
-WIKITEXT = Path(__file__).resolve().parents[3] / "shared" / "data" / "wikitext-2" / "test.txt"
+WIKITEXT = wikitext_test_path()
 SLICE = ["--corpus", str(WIKITEXT), "--max-chars", "5000", "--ctx", "128", "--stride", "64"]
 
 

@@ -1,0 +1,1 @@
+"""Remote targets: a real sshd on loopback, and a fake adb server."""
