@@ -41,6 +41,7 @@ __all__ = [
     "prepare",
     "run",
     "sustain",
+    "target_kind",
 ]
 
 #: flat keyword -> (section, field) of RunSpec; also used to name CLI flags in errors.
@@ -149,11 +150,12 @@ def prepare(spec: RunSpec) -> PreparedRun:
 
     engine_cls = ENGINES.load(spec.engine.name)
     engine_name = engine_cls.name
-    android = spec.target.startswith("adb://")
+    kind = target_kind(spec.target)
+    android = kind == "adb"
     if android:
         _check_android_spec(spec, engine_name)
     # On a remote target the engine's library lives on the device (checked there).
-    missing = engine_cls.missing_requirements() if spec.target == "local" else []
+    missing = engine_cls.missing_requirements() if kind == "local" else []
     if missing:
         hint = engine_cls.install_hint or ENGINES.install_hints.get(
             engine_name, "install the engine's library"
@@ -201,6 +203,22 @@ def prepare(spec: RunSpec) -> PreparedRun:
     return PreparedRun(spec=spec, engine=engine_name, model=model, settings=settings)
 
 
+def target_kind(target: str) -> str:
+    """``local``, ``ssh`` or ``adb`` for a target URL or a name in the targets file.
+
+    Raises:
+        UsageError: an unknown name or a malformed URL.
+    """
+    if target == "local":
+        return "local"
+    for kind in ("ssh", "adb"):
+        if target.startswith(f"{kind}://"):
+            return kind
+    from meltbench.targets.config import parse_target
+
+    return parse_target(target).kind
+
+
 #: engine options of Android runs (llama-bench pushed over adb), not of the Python engine
 _ANDROID_OPTIONS = ("llama_bench",)
 
@@ -230,7 +248,7 @@ def _check_sensor_settings(spec: RunSpec) -> None:
             f"--sensors: unknown sensor {', '.join(map(repr, unknown))}; choose from: "
             f"{', '.join(names)}, or 'none'"
         )
-    if spec.target == "local" and not os.path.isdir(spec.sensors.root):
+    if target_kind(spec.target) == "local" and not os.path.isdir(spec.sensors.root):
         raise UsageError(
             f"--sysfs-root {spec.sensors.root!r} is not a directory; give a sysfs tree (or /)"
         )
@@ -278,11 +296,15 @@ def execute(
     job = prepared.job()
     if sustain_s is not None:
         job["sustain"] = {"duration_s": sustain_s}
-    if spec.target.startswith("adb://"):
+    kind = target_kind(spec.target)
+    if kind == "adb":
+        from meltbench.targets.adb import AdbTarget
         from meltbench.targets.android import execute_android
+        from meltbench.targets.config import parse_target
 
-        return execute_android(prepared, on_event)
-    if spec.target == "local":
+        url = parse_target(spec.target).url
+        return execute_android(prepared, on_event, target=AdbTarget(url))
+    if kind == "local":
         from meltbench.measure.measurement import measure
 
         measurement = measure(job, run_settings, on_event)
@@ -532,7 +554,7 @@ def sustain(
     if not duration_s > 0 or not bin_s > 0:
         raise UsageError("sustain duration and bin must be > 0 seconds")
     target = spec.target if spec is not None else str(options.get("target") or "local")
-    if target.startswith("adb://"):
+    if target_kind(target) == "adb":
         raise UsageError(
             "sustain needs per-token timestamps, which llama-bench on adb targets does not "
             "give; use an ssh:// target (Termux) or a local run"

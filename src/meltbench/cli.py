@@ -49,6 +49,7 @@ _FLAGS = {
     "cooldown.margin_c": "--cooldown-margin",
     "cooldown.timeout_s": "--cooldown-timeout",
     "timeout_s": "--timeout",
+    "target": "--target",
 }
 
 
@@ -69,6 +70,38 @@ def _engine_opt(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except ValueError:
         return key, value
+
+
+def _add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the model runs: --target, --targets, --accept-new-host-key."""
+    group = p.add_argument_group("target")
+    group.add_argument(
+        "--target",
+        metavar="T",
+        help="where the model runs: local (default), ssh://[user@]host[:port], adb://SERIAL, "
+        "or a name from the targets file",
+    )
+    group.add_argument(
+        "--targets",
+        metavar="FILE",
+        help="targets file (default: $MELTBENCH_TARGETS or ~/.config/meltbench/targets.yaml)",
+    )
+    group.add_argument(
+        "--accept-new-host-key",
+        action="store_true",
+        help="SSH: accept an unknown host key once and record it in known_hosts",
+    )
+
+
+def _configure_targets(args: argparse.Namespace) -> None:
+    """Hand --targets / --accept-new-host-key to the target layer (only when given)."""
+    if getattr(args, "targets", None) or getattr(args, "accept_new_host_key", False):
+        from meltbench.targets.config import configure
+
+        configure(
+            targets_file=args.targets,
+            accept_new_host_key=True if args.accept_new_host_key else None,
+        )
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, *, sustain: bool = False) -> None:
@@ -120,6 +153,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, sustain: bool = False) -> 
     p.add_argument("-f", "--format", choices=RUN_FORMATS, default="table", help="output format")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
+    _add_target_arguments(p)
     sensors = p.add_argument_group("sensors and cool-down")
     sensors.add_argument(
         "--sensors",
@@ -219,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cooldown-timeout", type=float, metavar="S", help="longest temperature wait, s"
     )
     sweep.add_argument("--timeout", type=float, metavar="S", help="per-point worker timeout")
+    _add_target_arguments(sweep)
     sweep.add_argument("--memory-limit", metavar="SIZE", help="per-point RLIMIT_AS, e.g. 2GiB")
     sweep.add_argument(
         "--find-max-context",
@@ -256,6 +291,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--bin", type=float, default=5.0, metavar="S", help="time-series bin, s (default 5)"
     )
     _add_run_arguments(sustain, sustain=True)
+
+    dev = sub.add_parser(
+        "devices", help="configured and attached targets: reachable, OS, CPU, memory, engines"
+    )
+    dev.add_argument("--targets", metavar="FILE", help="targets file")
+    dev.add_argument("-f", "--format", choices=("table", "json"), default="table")
+
+    tgt = sub.add_parser("target", help="prepare or clean up a remote target")
+    tsub = tgt.add_subparsers(dest="target_command", metavar="ACTION", parser_class=_Parser)
+    tsetup = tsub.add_parser(
+        "setup", help="install this checkout's meltbench (and engine extras) in a venv there"
+    )
+    tsetup.add_argument("target", help="ssh://[user@]host[:port] or a name in the targets file")
+    tsetup.add_argument("--extras", default="llama", help="engine extras, comma list (llama)")
+    tsetup.add_argument(
+        "--system-site-packages",
+        action="store_true",
+        help="let the venv use the device's installed packages (downloads nothing)",
+    )
+    tsetup.add_argument("--python", help="device interpreter for the venv (default python3)")
+    tsetup.add_argument("--wheel", help="install this wheel instead of building one")
+    tsetup.add_argument("--wheelhouse", metavar="DIR", help="local wheels to push and use")
+    tclean = tsub.add_parser("cleanup", help="remove everything meltbench pushed there")
+    tclean.add_argument("target", help="a target URL or name")
+    for p in (tsetup, tclean):
+        p.add_argument("--targets", metavar="FILE", help="targets file")
+        p.add_argument(
+            "--accept-new-host-key", action="store_true", help="accept an unknown host key once"
+        )
 
     sens = sub.add_parser(
         "sensors", help="list every sensor of this machine: available or not, and why"
@@ -394,7 +458,9 @@ def _sensor_names(text: str | None) -> tuple[str, ...] | None:
 def _spec_from_args(args: argparse.Namespace) -> Any:
     from meltbench.api import build_spec
 
+    _configure_targets(args)
     return build_spec(
+        target=args.target,
         flags=_FLAGS,
         model=args.model,
         weights=args.weights,
@@ -626,6 +692,49 @@ def _cmd_quant_study(args: argparse.Namespace) -> int:
     return 0 if all(r.result.ok for r in study.rows) else 1
 
 
+def _cmd_devices(args: argparse.Namespace) -> int:
+    import json
+
+    from meltbench.targets.devices import list_devices
+
+    devices = list_devices(args.targets)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(devices, indent=2, default=str) + "\n")
+        return 0
+    from meltbench.report.terminal import print_devices
+
+    print_devices(devices, _stdout_console())
+    return 0
+
+
+def _cmd_target(args: argparse.Namespace) -> int:
+    from meltbench.errors import UsageError
+    from meltbench.targets.setup import cleanup_target, setup_target
+
+    if args.target_command is None:
+        raise UsageError("missing action; use: meltbench target setup|cleanup TARGET")
+    _configure_targets(args)
+    if args.target_command == "cleanup":
+        cleanup_target(args.target, targets_file=args.targets)
+        sys.stderr.write(f"removed meltbench's files from {args.target}\n")
+        return 0
+    extras = tuple(e.strip() for e in args.extras.split(",") if e.strip())
+    info = setup_target(
+        args.target,
+        extras,
+        system_site_packages=args.system_site_packages,
+        python=args.python,
+        wheel=args.wheel,
+        wheelhouse=args.wheelhouse,
+        targets_file=args.targets,
+        on_status=lambda msg: sys.stderr.write(msg + "\n"),
+    )
+    import json
+
+    sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
+    return 0
+
+
 def _cmd_sensors(args: argparse.Namespace) -> int:
     import json
 
@@ -851,12 +960,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from meltbench.errors import RunInterrupted, UsageError
+    from meltbench.targets.base import TargetError
 
     handlers = {
         "run": _cmd_run,
         "sweep": _cmd_sweep,
         "sustain": _cmd_sustain,
         "sensors": _cmd_sensors,
+        "devices": _cmd_devices,
+        "target": _cmd_target,
         "eval": _cmd_eval,
         "quant-study": _cmd_quant_study,
         "report": _cmd_report,
@@ -868,7 +980,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except UsageError as exc:
+    except (UsageError, TargetError) as exc:
         sys.stderr.write(f"meltbench {args.command}: error: {exc}\n")
         return 2
     except RunInterrupted as exc:

@@ -70,6 +70,10 @@ def truncated_gguf(tmp_path):
         (["--sysfs-root", "/nonexistent/sys"], ["--sysfs-root", "is not a directory"]),
         (["--cooldown", "-2"], ["--cooldown", "greater than or equal to 0"]),
         (["--cooldown-margin", "0"], ["--cooldown-margin", "greater than 0"]),
+        (["--target", "nosuch", "--targets", "{tmp}/none.yaml"], ["unknown target 'nosuch'"]),
+        (["--target", "ftp://host"], ["target"]),
+        (["--target", "adb://X", "--engine", "transformers"], ["adb targets run llama.cpp"]),
+        (["--target", "adb://X", "--n-depth", "8"], ["--n-depth"]),
     ],
 )
 def test_bad_run_input(tmp_path, truncated_gguf, args, fragments):
@@ -102,6 +106,16 @@ def test_bad_sustain_input(tmp_path, args, fragments):
     proc = run_cli("sustain", *args, "--db", str(tmp_path / "runs.db"), cwd=tmp_path)
     assert_usage_error(proc, *fragments)
     assert not (tmp_path / "runs.db").exists()
+
+
+def test_bad_target_commands(tmp_path):
+    assert_usage_error(run_cli("target"), "missing action")
+    assert_usage_error(
+        run_cli("target", "setup", "nosuch", "--targets", str(tmp_path / "none.yaml")),
+        "unknown target 'nosuch'",
+    )
+    proc = run_cli("sustain", "--target", "adb://X", "--db", str(tmp_path / "r.db"))
+    assert_usage_error(proc, "per-token timestamps")
 
 
 def test_bad_sensors_input(tmp_path):

@@ -19,6 +19,7 @@ from meltbench.results.tables import NUMERIC_COLUMNS, bench_columns, bench_rows,
 __all__ = [
     "RunProgress",
     "print_bench_table",
+    "print_devices",
     "print_eval",
     "print_profile",
     "print_quant_study",
@@ -411,3 +412,44 @@ def print_quant_study(study: Any, console: Console) -> None:
         "Pareto (*): no other type has both higher decode tok/s and lower mean KL.",
         highlight=False,
     )
+
+
+def print_devices(devices: Sequence[dict[str, Any]], console: Console) -> None:
+    """``meltbench devices``: one row per target with reachability, platform, engines and
+    the sensors present (as :func:`meltbench.targets.devices.list_devices` gives them)."""
+    table = Table(header_style="bold", title="targets")
+    for col in (
+        "target",
+        "kind",
+        "reachable",
+        "platform",
+        "memory",
+        "python",
+        "engines",
+        "sensors",
+    ):
+        table.add_column(col)
+    for d in devices:
+        engines = d.get("engines") or {}
+        usable = [n for n, e in engines.items() if isinstance(e, dict) and e.get("available")]
+        sensors = d.get("sensors")
+        if isinstance(sensors, list):
+            present = [s["sensor"] for s in sensors if s.get("available")]
+            sensor_text = ", ".join(present) or "none"
+        else:
+            sensor_text = str(sensors or "")
+        platform = " ".join(
+            str(x) for x in (d.get("os_release") or d.get("os"), d.get("arch"), d.get("cpu")) if x
+        )
+        reach = "[green]yes[/]" if d.get("reachable") else f"[red]no[/] {d.get('error') or ''}"
+        table.add_row(
+            str(d.get("name", "")),
+            str(d.get("kind", "")),
+            reach,
+            platform,
+            format_bytes(d.get("memory_bytes")),
+            str(d.get("python") or ""),
+            ", ".join(usable) or "-",
+            sensor_text,
+        )
+    console.print(table)

@@ -57,6 +57,7 @@ def point_options(exp: Experiment, point: Point) -> dict[str, Any]:
     opts["engine_options"] = dict(exp.settings.get("engine_options") or {}) or None
     opts["timeout_s"] = exp.settings.get("timeout_s")
     opts["memory_limit_bytes"] = exp.settings.get("memory_limit_bytes")
+    opts["target"] = exp.settings.get("target")
     return opts
 
 

@@ -71,6 +71,7 @@ _SETTINGS = {
     "cooldown_s",
     "cooldown_margin_c",
     "cooldown_timeout_s",
+    "target",
     "include",
     "exclude",
     "search",
@@ -244,6 +245,10 @@ def parse_experiment(data: Any, source: str, lines: dict[tuple[Any, ...], int]) 
                 f"unknown field; parameters: {', '.join(AXES)}; settings: "
                 f"{', '.join(sorted(_SETTINGS))}",
             )
+    if data.get("target") is not None:
+        if not isinstance(data["target"], str) or not data["target"].strip():
+            raise loc.error(("target",), "expected a target: local, ssh://user@host, adb://SERIAL")
+        settings["target"] = data["target"].strip()
     for key in ("name", "description"):
         if data.get(key) is not None:
             settings[key] = str(data[key])

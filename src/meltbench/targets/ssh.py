@@ -1,0 +1,817 @@
+"""Linux devices over SSH, on paramiko (https://www.paramiko.org).
+
+Security:
+
+- **Host keys are verified by default.** The user's ``~/.ssh/known_hosts`` (plus
+  ``/etc/ssh/ssh_known_hosts``), or the target's ``known_hosts`` file, must hold the
+  device's key. An unknown key is refused with :class:`HostKeyError`, saying how to
+  accept it: ``accept_new_host_key: true`` in the targets file or ``--accept-new-host-key``
+  (OpenSSH's ``StrictHostKeyChecking=accept-new``), which appends the key to that
+  known_hosts file. A *changed* key is always refused.
+- Authentication uses ``identity_file``, the SSH agent and ``~/.ssh/id_*`` keys, or a
+  password taken from the environment variable named by ``password_env``; no password is
+  stored, logged or returned by :meth:`SshTarget.describe`.
+- Every command is an argument list quoted with :func:`~meltbench.targets.base.quote`;
+  files move over SFTP (no shell involved).
+
+Liveness: TCP keepalive plus ``TCP_USER_TIMEOUT`` (Linux) and SSH keepalive packets every
+15 s, so a device that vanishes without closing the connection is noticed within about
+45 s; a closed connection is noticed at once. Reads poll with a 0.25 s channel timeout,
+so nothing blocks forever: a stream that ends without an exit status on a dead
+connection raises :class:`~meltbench.targets.base.TargetError`.
+
+Every remote command runs as ``sh -c 'printf "MELTBENCH-PID %s\\n" $$ >&2; exec "$@"' sh
+ARGV...``: the process reports its PID on stderr (removed from the output), so that
+:meth:`SshProcess.kill` can signal it over a second channel (paramiko has no "signal"
+channel request). paramiko drops the ``exit-signal`` message; this module records it, so
+a command killed by a signal has a negative exit status as with :mod:`subprocess`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import getpass
+import hashlib
+import os
+import posixpath
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from meltbench.errors import UsageError
+from meltbench.targets.base import Completed, RemoteProcess, Target, TargetError, quote
+
+try:
+    import paramiko
+except ImportError:  # pragma: no cover - paramiko is in the "remote" extra
+    paramiko = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from meltbench.targets.config import TargetSpec
+
+__all__ = ["HostKeyError", "SshProcess", "SshTarget", "fingerprint"]
+
+DEFAULT_WORKDIR = "~/.cache/meltbench-target"
+KEEPALIVE_S = 15
+TCP_USER_TIMEOUT_MS = 30_000
+_POLL_S = 0.25
+_PID_RE = re.compile(rb"^MELTBENCH-PID (\d+)$")
+_WRAPPER = 'printf "MELTBENCH-PID %s\\n" "$$" >&2; exec "$@"'
+
+
+class HostKeyError(TargetError):
+    """The device's host key is unknown (and accepting new keys was not asked for) or
+    differs from the recorded one."""
+
+
+def fingerprint(key: Any) -> str:
+    """OpenSSH-style fingerprint of a paramiko key: ``SHA256:<base64, no padding>``."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _need_paramiko() -> None:
+    if paramiko is None:
+        raise UsageError("ssh targets need paramiko; install it: pip install 'meltbench[remote]'")
+
+
+def _host_key_name(host: str, port: int) -> str:
+    """The known_hosts name paramiko and OpenSSH use: ``host`` or ``[host]:port``."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _make_policy(known_hosts: str, accept_new: bool, url: str) -> Any:
+    """A paramiko MissingHostKeyPolicy: refuse (default) or accept-and-record."""
+
+    class _Policy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            kind, fp = key.get_name(), fingerprint(key)
+            if not accept_new:
+                raise HostKeyError(
+                    f"host key of {url} ({kind} {fp}) is not in {known_hosts}; check the "
+                    "fingerprint on the device (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) "
+                    "and accept it with `accept_new_host_key: true` in the targets file or "
+                    "--accept-new-host-key"
+                )
+            path = Path(known_hosts)
+            try:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                new = not path.exists()
+                with open(path, "a") as fh:
+                    fh.write(f"{hostname} {kind} {key.get_base64()}\n")
+                if new:
+                    os.chmod(path, 0o600)
+            except OSError as exc:
+                raise HostKeyError(
+                    f"cannot record the host key of {url} in {known_hosts}: {exc.strerror}"
+                ) from None
+            client.get_host_keys().add(hostname, kind, key)
+
+    return _Policy()
+
+
+def _install_exit_signal_handler(transport: Any) -> None:
+    """Record ``exit-signal`` (which paramiko ignores) as ``exit_status = -signum``.
+
+    Best effort: if paramiko's internals differ, exit statuses of killed commands stay -1.
+    """
+    try:
+        from paramiko.common import MSG_CHANNEL_REQUEST
+
+        table = dict(type(transport)._channel_handler_table)
+        original = table[MSG_CHANNEL_REQUEST]
+
+        def handle(chan: Any, m: Any) -> None:
+            pos = m.packet.tell()
+            try:
+                key = m.get_text()
+            except Exception:
+                key = ""
+            if key != "exit-signal":
+                m.packet.seek(pos)
+                original(chan, m)
+                return
+            m.get_boolean()  # want_reply (false for exit-signal, RFC 4254 6.10)
+            name = m.get_text()
+            try:
+                num = signal.Signals[f"SIG{name}"].value
+            except KeyError:
+                num = 0
+            chan.exit_status = -num if num else -1
+            chan.exit_signal = name
+            chan.status_event.set()
+
+        table[MSG_CHANNEL_REQUEST] = handle
+        transport._channel_handler_table = table
+    except Exception:  # pragma: no cover - defensive
+        return
+
+
+def _tune_socket(sock: socket.socket) -> None:
+    """TCP keepalive and a user timeout, so a dead peer breaks the connection (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror or exc})"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+class SshProcess(RemoteProcess):
+    """A command on the device, streamed over one SSH channel.
+
+    Attributes:
+        pid: the remote process id (None until it reported it).
+        killed: :meth:`kill` was called (the stream then ends without an error).
+    """
+
+    def __init__(self, target: SshTarget, chan: Any, argv: Sequence[str], keep_stderr: bool):
+        self._target = target
+        self._chan = chan
+        self._argv0 = str(argv[0]) if argv else "?"
+        self.pid: int | None = None
+        self.killed = False
+        self._pid_event = threading.Event()
+        self._stderr: deque[str] = deque(maxlen=200)
+        self._stderr_all: list[bytes] | None = [] if keep_stderr else None
+        chan.settimeout(_POLL_S)
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _alive(self) -> bool:
+        """The connection this command runs on is still up."""
+        transport = self._chan.get_transport()
+        return bool(transport is not None and transport.is_active())
+
+    # -- stderr -------------------------------------------------------------------------
+    def _read_stderr(self) -> None:
+        buf = b""
+        while True:
+            try:
+                data = self._chan.recv_stderr(32768)
+            except TimeoutError:
+                continue
+            except Exception:
+                break
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self._stderr_line(line)
+        if buf:
+            self._stderr_line(buf)
+        self._pid_event.set()
+
+    def _stderr_line(self, line: bytes) -> None:
+        if self.pid is None:
+            m = _PID_RE.match(line.rstrip(b"\r"))
+            if m:
+                self.pid = int(m.group(1))
+                self._pid_event.set()
+                return
+        if self._stderr_all is not None:
+            self._stderr_all.append(line + b"\n")
+        self._stderr.append(line.decode("utf-8", errors="replace").rstrip("\r"))
+
+    def stderr_tail(self) -> list[str]:
+        """The last (up to 200) stderr lines."""
+        return list(self._stderr)
+
+    def stderr_text(self, timeout: float = 5.0) -> str:
+        """All of stderr (for :meth:`SshTarget.run`), after the stream ended."""
+        self._drain.join(timeout)
+        return b"".join(self._stderr_all or []).decode("utf-8", errors="replace")
+
+    # -- stdin ----------------------------------------------------------------------------
+    def write(self, text: str) -> None:
+        """Send ``text`` to stdin.
+
+        Raises:
+            TargetError: the connection is gone or the command closed its stdin.
+        """
+        try:
+            self._chan.sendall(text.encode())
+        except (OSError, EOFError) as exc:
+            raise self._target._lost(exc) from None
+        except Exception as exc:  # paramiko.SSHException
+            raise self._target._lost(exc) from None
+
+    def close_stdin(self) -> None:
+        """EOF on stdin."""
+        with contextlib.suppress(Exception):
+            self._chan.shutdown_write()
+
+    # -- stdout ---------------------------------------------------------------------------
+    def _chunks(self, deadline: float | None) -> Iterator[bytes]:
+        while True:
+            try:
+                data = self._chan.recv(65536)
+            except TimeoutError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError from None
+                if not self._alive():
+                    break
+                continue
+            except (OSError, EOFError) as exc:
+                raise self._target._lost(exc) from None
+            if not data:
+                break
+            yield data
+        self._check_end()
+
+    def _check_end(self) -> None:
+        """After EOF: the exit status arrives soon; if the connection died instead, raise."""
+        if self.killed:
+            return
+        self._settle(5.0)
+
+    def _settle(self, grace_s: float) -> None:
+        """Wait (up to ``grace_s``) until the exit status is known or the connection is seen
+        dead. paramiko also marks a channel closed by a dying connection as "status known"
+        (with status -1), so -1 counts only once the connection proved alive for 1 s.
+
+        Raises:
+            TargetError: the connection dropped.
+        """
+        start = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - start
+            got = self._chan.status_event.is_set()
+            if got and self._chan.exit_status != -1:
+                return
+            if not self._alive():
+                if self.killed:
+                    return
+                raise self._target._lost(None)
+            if (got and elapsed > 1.0) or elapsed > grace_s:
+                return
+            time.sleep(0.02)
+
+    def lines(self) -> Iterator[str]:
+        """stdout lines (no newline) as they arrive, until EOF.
+
+        Raises:
+            TargetError: the connection dropped before the command's exit status came.
+        """
+        buf = b""
+        for data in self._chunks(None):
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                yield line.decode("utf-8", errors="replace").rstrip("\r")
+        if buf:
+            yield buf.decode("utf-8", errors="replace")
+
+    def read_all(self, timeout: float | None) -> str:
+        """All of stdout until EOF.
+
+        Raises:
+            TargetError: timeout (the command is killed) or a dropped connection.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parts: list[bytes] = []
+        try:
+            for data in self._chunks(deadline):
+                parts.append(data)
+        except TimeoutError:
+            self.kill()
+            raise TargetError(
+                f"`{self._argv0}` timed out after {timeout:g} s on {self._target.url}"
+            ) from None
+        return b"".join(parts).decode("utf-8", errors="replace")
+
+    # -- end --------------------------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> int:
+        """Exit status (negative = killed by that signal; -1 = none was sent).
+
+        Raises:
+            TargetError: still running after ``timeout`` seconds, or the connection dropped.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._chan.status_event.wait(_POLL_S):
+            if not self._alive():
+                if self.killed:
+                    return -1
+                raise self._target._lost(None)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TargetError(f"`{self._argv0}` on {self._target.url} still running")
+        if self._chan.exit_status == -1 and not self.killed:
+            self._settle(1.5)
+        self._drain.join(2.0)  # the last stderr lines
+        return int(self._chan.exit_status)
+
+    def send_signal(self, sig: int | str = "TERM") -> bool:
+        """Send signal ``sig`` (a name: ``INT``, ``TERM``, ``KILL``; or a number) to the
+        remote process (and its process group); False if its PID is unknown or the
+        connection is gone."""
+        name = sig if isinstance(sig, str) else signal.Signals(sig).name.removeprefix("SIG")
+        self._pid_event.wait(2.0)
+        if self.pid is None or not self._alive():
+            return False
+        script = 'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"'
+        try:
+            self._target.run(["sh", "-c", script, "sh", name, str(self.pid)], timeout=10)
+        except TargetError:
+            return False
+        return True
+
+    def abandon(self) -> None:
+        """Stop reading and close the channel without signalling the process (for a device
+        that stopped answering: a signal could not be delivered anyway)."""
+        self.killed = True
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+    def kill(self) -> None:
+        """SIGTERM the remote process (over a second channel), then close the channel."""
+        self.killed = True
+        if not self._chan.status_event.is_set():
+            self.send_signal("TERM")
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+    @property
+    def exit_signal(self) -> str | None:
+        """Name of the signal that killed the command (``KILL``), if one did."""
+        return getattr(self._chan, "exit_signal", None)
+
+
+@dataclass
+class SshTarget(Target):
+    """A Linux (or macOS, Termux) machine over SSH.
+
+    Create with :meth:`from_spec` (or :func:`meltbench.targets.config.open_target`), then
+    :meth:`connect`. ``workdir`` and ``venv`` may start with ``~``: they are made
+    absolute on connect (the SFTP server's home directory).
+
+    Attributes:
+        host, port, user: where and as whom (port/user: None = ``~/.ssh/config`` or 22 and
+            the local user name).
+        identity_file: private key file (None = agent and default keys).
+        known_hosts: known_hosts file (None = ``~/.ssh/known_hosts``).
+        accept_new_host_key: accept and record an unknown host key.
+        connect_timeout_s: TCP connect, SSH handshake and authentication limit, seconds.
+        password_env: name of an environment variable holding a password.
+        venv: the device venv (None = ``<workdir>/venv``).
+        name: the target's name (from the targets file) or its URL.
+    """
+
+    kind: str = "ssh"
+    host: str = ""
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    connect_timeout_s: float = 10.0
+    password_env: str | None = None
+    venv: str | None = None
+    name: str = ""
+    _client: Any = field(default=None, repr=False, compare=False)
+    _sftp: Any = field(default=None, repr=False, compare=False)
+    _home: str | None = field(default=None, repr=False, compare=False)
+    _lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @classmethod
+    def from_spec(cls, spec: TargetSpec) -> SshTarget:
+        """An unconnected target from a parsed spec."""
+        return cls(
+            url=spec.url,
+            workdir=spec.workdir or DEFAULT_WORKDIR,
+            python=spec.python or "python3",
+            host=spec.host or "",
+            port=spec.port,
+            user=spec.user,
+            identity_file=spec.identity_file,
+            known_hosts=spec.known_hosts,
+            accept_new_host_key=spec.accept_new_host_key,
+            connect_timeout_s=spec.connect_timeout_s,
+            password_env=spec.password_env,
+            venv=spec.venv,
+            name=spec.name,
+        )
+
+    # -- connection -------------------------------------------------------------------------
+    def _resolved(self) -> tuple[str, int, str, list[str]]:
+        """host, port, user, identity files after ``~/.ssh/config`` (for unset values)."""
+        host, port, user = self.host, self.port, self.user
+        keys = [self.identity_file] if self.identity_file else []
+        cfg_path = Path.home() / ".ssh" / "config"
+        if cfg_path.is_file():
+            try:
+                cfg = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(host)
+            except Exception:
+                cfg = {}
+            host = cfg.get("hostname", host)
+            if port is None and cfg.get("port"):
+                with contextlib.suppress(ValueError):
+                    port = int(cfg["port"])
+            user = user or cfg.get("user")
+            if not keys:
+                keys = [os.path.expanduser(k) for k in cfg.get("identityfile", [])]
+                keys = [k for k in keys if os.path.isfile(k)]
+        return host, port or 22, user or getpass.getuser(), keys
+
+    @property
+    def address(self) -> str:
+        """``ssh://host:port`` (for messages)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{host}:{self.port or 22}"
+
+    def connect(self) -> SshTarget:
+        """Connect, verify the host key, authenticate, resolve ``workdir``/``venv``.
+
+        Raises:
+            HostKeyError: unknown (not accepted) or changed host key.
+            TargetError: unreachable (``cannot reach ssh://host:port: <reason>``), SSH
+                handshake or authentication failed.
+            UsageError: paramiko is not installed.
+        """
+        _need_paramiko()
+        with self._lock:
+            if self._active():
+                return self
+            self._close_client()
+            host, port, user, keys = self._resolved()
+            where = f"ssh://{f'[{host}]' if ':' in host else host}:{port}"
+            default_known = str(Path.home() / ".ssh" / "known_hosts")
+            known = self.known_hosts or default_known
+            client = paramiko.SSHClient()
+            try:
+                if self.known_hosts is None and os.path.isfile("/etc/ssh/ssh_known_hosts"):
+                    with contextlib.suppress(OSError):
+                        client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+                if os.path.isfile(known):
+                    client.load_host_keys(known)
+            except (OSError, paramiko.SSHException) as exc:
+                raise TargetError(f"cannot read known_hosts {known}: {exc}") from None
+            client.set_missing_host_key_policy(
+                _make_policy(known, self.accept_new_host_key, self.url)
+            )
+            try:
+                sock = socket.create_connection((host, port), timeout=self.connect_timeout_s)
+            except OSError as exc:
+                client.close()
+                raise TargetError(
+                    f"cannot reach {where}: {_reason(exc)}; check that the device is on and "
+                    "sshd listens there"
+                ) from None
+            _tune_socket(sock)
+            password = os.environ.get(self.password_env) if self.password_env else None
+            try:
+                client.connect(
+                    hostname=host,
+                    port=port,
+                    username=user,
+                    password=password,
+                    key_filename=keys or None,
+                    look_for_keys=not keys,
+                    allow_agent=True,
+                    sock=sock,
+                    timeout=self.connect_timeout_s,
+                    banner_timeout=self.connect_timeout_s,
+                    auth_timeout=self.connect_timeout_s,
+                )
+            except HostKeyError:
+                client.close()
+                raise
+            except paramiko.BadHostKeyException as exc:
+                client.close()
+                name = _host_key_name(host, port)
+                raise HostKeyError(
+                    f"host key of {self.url} CHANGED (now {exc.key.get_name()} "
+                    f"{fingerprint(exc.key)}, {known} has {fingerprint(exc.expected_key)}): "
+                    "possibly an attack; if the device was reinstalled, remove the old key "
+                    f"with `ssh-keygen -R '{name}' -f {known}` and connect again"
+                ) from None
+            except paramiko.AuthenticationException as exc:
+                client.close()
+                raise TargetError(
+                    f"authentication as {user} on {where} failed ({exc}); set identity_file "
+                    "in the targets file, load a key into ssh-agent, or check the user name"
+                ) from None
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                client.close()
+                raise TargetError(f"cannot reach {where}: {_reason(exc)}") from None
+            transport = client.get_transport()
+            transport.set_keepalive(KEEPALIVE_S)
+            _install_exit_signal_handler(transport)
+            self._client = client
+            self._resolve_paths()
+        return self
+
+    def _resolve_paths(self) -> None:
+        try:
+            self._home = self._sftp_client().normalize(".")
+        except (OSError, Exception):
+            self._home = None
+        if self._home is None:
+            done = self.run(["sh", "-c", 'printf %s "$HOME"'], timeout=30)
+            self._home = done.stdout.strip() or "/"
+        self.workdir = self.expand(self.workdir or DEFAULT_WORKDIR)
+        self.venv = self.expand(self.venv) if self.venv else posixpath.join(self.workdir, "venv")
+
+    def expand(self, path: str) -> str:
+        """``~``/relative paths made absolute against the remote home directory."""
+        home = self._home or "/"
+        if path == "~":
+            return home
+        if path.startswith("~/"):
+            return posixpath.join(home, path[2:])
+        if not path.startswith("/"):
+            return posixpath.join(home, path)
+        return path
+
+    def _active(self) -> bool:
+        client = self._client
+        transport = client.get_transport() if client is not None else None
+        return bool(transport is not None and transport.is_active())
+
+    def ping(self, timeout: float = 15.0) -> bool:
+        """True if the device's sshd runs a trivial command (``true``) within ``timeout``
+        seconds: an end-to-end liveness check for a connection that TCP still thinks is
+        open (a hung device, a stopped sshd)."""
+        if not self._active():
+            return False
+        transport = self._client.get_transport()
+        answered = threading.Event()
+
+        def probe() -> None:
+            try:
+                chan = transport.open_session(timeout=timeout)
+                chan.exec_command("true")
+                if chan.status_event.wait(timeout):
+                    answered.set()
+                chan.close()
+            except Exception:
+                return
+
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(timeout + 1.0)
+        return answered.is_set()
+
+    def _transport(self) -> Any:
+        if not self._active():
+            self.connect()
+        return self._client.get_transport()
+
+    def _lost(self, exc: BaseException | None) -> TargetError:
+        """The error for a dropped connection."""
+        transport = self._client.get_transport() if self._client is not None else None
+        cause = exc or (getattr(transport, "saved_exception", None) if transport else None)
+        why = _reason(cause) if cause is not None and not isinstance(cause, EOFError) else None
+        why = why or "connection closed"
+        return TargetError(f"connection to {self.url} lost ({why})")
+
+    def _sftp_client(self) -> Any:
+        with self._lock:
+            transport = self._transport()
+            if self._sftp is None or self._sftp.get_channel().get_transport() is not transport:
+                try:
+                    self._sftp = paramiko.SFTPClient.from_transport(
+                        transport, window_size=2**27, max_packet_size=2**15
+                    )
+                except (paramiko.SSHException, OSError, EOFError) as exc:
+                    raise TargetError(
+                        f"cannot open SFTP on {self.url} ({_reason(exc)}); enable the sftp "
+                        "subsystem in sshd_config"
+                    ) from None
+            return self._sftp
+
+    def _close_client(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._sftp = None
+        self._client = None
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._close_client()
+
+    # -- commands ----------------------------------------------------------------------------
+    def _exec(self, argv: Sequence[str], keep_stderr: bool) -> SshProcess:
+        if not argv:
+            raise ValueError("empty command")
+        command = quote(["sh", "-c", _WRAPPER, "sh", *[str(a) for a in argv]])
+        try:
+            transport = self._transport()
+            chan = transport.open_session(timeout=self.connect_timeout_s)
+            chan.exec_command(command)
+        except TargetError:
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._lost(exc) from None
+        return SshProcess(self, chan, argv, keep_stderr)
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float | None = 60.0, input: str | None = None
+    ) -> Completed:
+        """Run ``argv`` (quoted) on the device and wait for it.
+
+        Returns:
+            exit status (127: no such command; negative: killed by that signal), stdout,
+            stderr.
+
+        Raises:
+            TargetError: unreachable, connection lost, or ``timeout`` seconds passed (the
+                command is then sent SIGTERM).
+        """
+        proc = self._exec(argv, keep_stderr=True)
+        if input:
+            proc.write(input)
+        proc.close_stdin()
+        out = proc.read_all(timeout)
+        code = proc.wait(30)
+        return Completed(code, out, proc.stderr_text())
+
+    def start(self, argv: Sequence[str]) -> SshProcess:
+        """Start ``argv`` (quoted) and stream it (see :class:`SshProcess`).
+
+        Raises:
+            TargetError: unreachable or connection lost.
+        """
+        return self._exec(argv, keep_stderr=False)
+
+    # -- files ------------------------------------------------------------------------------
+    def _mkdirs(self, sftp: Any, path: str) -> None:
+        parts: list[str] = []
+        while path not in ("", "/"):
+            try:
+                sftp.stat(path)
+                break
+            except OSError:
+                parts.append(path)
+                path = posixpath.dirname(path)
+        for p in reversed(parts):
+            with contextlib.suppress(OSError):
+                sftp.mkdir(p, mode=0o700)
+
+    def push(self, local: str, remote: str) -> None:
+        """Copy ``local`` to ``remote`` over SFTP (parents created, written to a temporary
+        name and renamed, so a half-copied file never has the final name).
+
+        Raises:
+            TargetError: the copy failed or the connection dropped.
+        """
+        remote = self.expand(remote)
+        tmp = posixpath.join(
+            posixpath.dirname(remote), f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
+        )
+        sftp = self._sftp_client()
+        try:
+            self._mkdirs(sftp, posixpath.dirname(remote))
+            sftp.put(local, tmp, confirm=True)
+            try:
+                sftp.posix_rename(tmp, remote)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sftp.remove(remote)
+                sftp.rename(tmp, remote)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            with contextlib.suppress(Exception):
+                sftp.remove(tmp)
+            if not self._active():
+                raise self._lost(exc) from None
+            raise TargetError(f"cannot push {local} to {self.url}:{remote}: {exc}") from None
+
+    def pull(self, remote: str, local: str) -> None:
+        """Copy ``remote`` from the device to ``local`` (parents created).
+
+        Raises:
+            TargetError: the copy failed or the connection dropped.
+        """
+        remote = self.expand(remote)
+        dest = Path(local)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        sftp = self._sftp_client()
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            sftp.get(remote, str(tmp))
+            tmp.replace(dest)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self._active():
+                raise self._lost(exc) from None
+            raise TargetError(f"cannot pull {self.url}:{remote} to {local}: {exc}") from None
+
+    def stat(self, remote: str) -> tuple[int, int] | None:
+        """``(size_bytes, mtime_s)`` of a remote file, or None if it does not exist."""
+        try:
+            st = self._sftp_client().stat(self.expand(remote))
+        except OSError:
+            return None
+        return int(st.st_size or 0), int(st.st_mtime or 0)
+
+    def write_text(self, remote: str, text: str) -> None:
+        """Write ``text`` to the remote file (parents created; atomic rename)."""
+        remote = self.expand(remote)
+        sftp = self._sftp_client()
+        tmp = f"{remote}.{uuid.uuid4().hex[:8]}.part"
+        try:
+            self._mkdirs(sftp, posixpath.dirname(remote))
+            with sftp.open(tmp, "w") as fh:
+                fh.write(text.encode())
+            sftp.posix_rename(tmp, remote)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise TargetError(f"cannot write {self.url}:{remote}: {exc}") from None
+
+    def describe(self) -> dict[str, Any]:
+        """Address, directories and collected facts; never keys, passwords or paths to
+        them."""
+        return {
+            "url": self.url,
+            "name": self.name or self.url,
+            "kind": self.kind,
+            "host": self.host,
+            "port": self.port or 22,
+            "user": self.user,
+            "workdir": self.workdir,
+            "venv": self.venv,
+            "python": self.python,
+            **self.facts,
+        }
+
+    def cleanup(self) -> None:
+        """Remove :attr:`workdir` (refusing ``/`` and the home directory).
+
+        Raises:
+            TargetError: the workdir is not a meltbench-owned path, or removal failed.
+        """
+        if not self._active():
+            self.connect()
+        path = posixpath.normpath(self.workdir)
+        if path in ("/", posixpath.normpath(self._home or "/")) or path.count("/") < 2:
+            raise TargetError(f"refusing to remove {path} on {self.url}: not a meltbench workdir")
+        done = self.run(["rm", "-rf", "--", path], timeout=300)
+        if not done.ok:
+            raise TargetError(f"cannot remove {path} on {self.url}: {done.stderr.strip()}")
