@@ -18,9 +18,8 @@ from meltbench.accuracy.base import LogitsSource
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("lm_eval")
-pytest.importorskip("llama_cpp")
-
+# Plain imports (not importorskip): the test set-up installs lm-eval and llama-cpp-python,
+# and a missing one must fail the suite, not skip silently.
 from meltbench.accuracy.lm_eval_bridge import make_lm, run_tasks, task_metrics  # noqa: E402
 from meltbench.accuracy.sources import open_source  # noqa: E402
 
@@ -119,3 +118,23 @@ def test_local_task_on_default_model(source, offline, record_property):
     assert task["acc"] == correct / n
     # the model is not guessing at random on questions this easy
     assert task["acc"] > 0.25
+
+
+class _Request:
+    """The part of lm-eval's ``Instance`` the bridge reads."""
+
+    def __init__(self, args):
+        self.args = args
+
+
+def test_generation_with_llama_cpp_detokenizes_and_stops(source):
+    assert source.detokenize(source.tokenize("The capital of France is Paris.")) == (
+        "The capital of France is Paris."
+    )
+    lm = make_lm(source, max_gen_toks=8)
+    (text,) = lm.generate_until(
+        [_Request(("The capital of France is", {"until": ["\n", "."], "max_gen_toks": 8}))]
+    )
+    assert text.strip()
+    assert "\n" not in text and "." not in text
+    assert len(source.tokenize(text)) <= 8

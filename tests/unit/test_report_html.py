@@ -7,19 +7,17 @@ import subprocess
 import sys
 import uuid
 
+import matplotlib  # noqa: F401  (installed by the test set-up: fail, never skip)
 import pytest
 
 from meltbench.config import RunSpec
-from tests.helpers import make_result
-
-pytest.importorskip("matplotlib")
-
 from meltbench.report.html import CSP, build_report
 from meltbench.report.plots import (
     PLOT_IDS,
     build_figures,
     write_figures,
 )
+from tests.helpers import make_result
 
 EVIL = "<script>alert(1)</script>"
 EVIL_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"

@@ -155,6 +155,17 @@ class LlamaCppLogits(LogitsSource):
         bos = int(lib.llama_vocab_bos(vocab))
         return bos if bos >= 0 else None  # LLAMA_TOKEN_NULL is -1
 
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of token ids (UTF-8, invalid bytes replaced); lets the lm-eval bridge run
+        generation tasks (``generate_until``)."""
+        return bytes(self._llm.detokenize([int(i) for i in ids])).decode("utf-8", "replace")
+
+    def eos_token(self) -> int | None:
+        """The end-of-generation id (``llama_vocab_eos``), or None."""
+        lib = self._lib
+        eos = int(lib.llama_vocab_eos(lib.llama_model_get_vocab(self._llm.model)))
+        return eos if eos >= 0 else None
+
     # -- scoring ---------------------------------------------------------------------
 
     def score(

@@ -29,6 +29,16 @@ def _write(stream: IO[str], event: dict[str, Any]) -> None:
     stream.flush()
 
 
+def _forward(stream: IO[str], event: dict[str, Any]) -> None:
+    """Send a worker event to the host; if the host is gone (broken pipe after an SSH
+    disconnect), stop the worker now instead of running it to the end unseen: the
+    KeyboardInterrupt makes :func:`~meltbench.measure.runner.run_worker` kill it."""
+    try:
+        _write(stream, event)
+    except OSError:
+        raise KeyboardInterrupt from None
+
+
 def main() -> int:
     """Agent entry point; returns the exit code (0 measured, 2 bad input, 130 Ctrl-C)."""
     from meltbench.errors import UsageError
@@ -42,14 +52,17 @@ def main() -> int:
                 f"agent protocol {request.get('protocol')!r}, this meltbench speaks "
                 f"{AGENT_PROTOCOL}; run `meltbench target setup` to update the device"
             )
-        measurement = measure(request["job"], request["run"], lambda e: _write(out, e))
+        measurement = measure(request["job"], request["run"], lambda e: _forward(out, e))
     except UsageError as exc:
         _write(out, {"event": "agent_error", "message": str(exc)})
         return 2
     except (ValueError, KeyError) as exc:
         _write(out, {"event": "agent_error", "message": f"bad agent request: {exc}"})
         return 2
-    _write(out, {"event": "measurement", "data": measurement.to_dict()})
+    try:
+        _write(out, {"event": "measurement", "data": measurement.to_dict()})
+    except OSError:  # the host is gone: nobody to tell
+        return 1
     return 130 if measurement.interrupted else 0
 
 

@@ -80,7 +80,10 @@ class WorkerOutput:
         if self.error is not None:
             return f"{self.error.get('error_type', 'Error')}: {self.error.get('message', '')}"
         if self.protocol_errors:
-            return f"worker protocol error: {self.protocol_errors[0]}"
+            first = self.protocol_errors[0]
+            if first.startswith("target "):  # a transport fault, already one clear line
+                return first
+            return f"worker protocol error: {first}"
         return describe_exit(self.returncode, self.stderr_tail)
 
 
