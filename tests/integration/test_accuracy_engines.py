@@ -234,3 +234,11 @@ def test_coarser_quantization_diverges_more(gguf: Path, reference: Reference) ->
     assert 0.0 < kl_q4_0 < kl_q2_k
     assert 1.0 > agree_q4_0 > agree_q2_k
     assert reference.perplexity < ppl_q4_0 < ppl_q2_k
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "transformers"])
+def test_detokenize_round_trips_and_eos(engine: str, llama: Any, tf: Any) -> None:
+    source = llama if engine == "llama.cpp" else tf
+    text = "Robert Boulter is an English film, television and theatre actor."
+    assert source.detokenize(source.tokenize(text)) == text
+    assert source.eos_token() == 1  # Gemma 3's <eos>, the same in both tokenizers

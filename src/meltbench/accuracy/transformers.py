@@ -168,6 +168,16 @@ class TransformersLogits(LogitsSource):
         at the start of ``tokenizer("a").input_ids``), else None."""
         return self._bos
 
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of token ids (special tokens kept as text); lets the lm-eval bridge run
+        generation tasks (``generate_until``)."""
+        return str(self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False))
+
+    def eos_token(self) -> int | None:
+        """The tokenizer's ``eos_token_id``, or None."""
+        eos = self._tokenizer.eos_token_id
+        return int(eos) if eos is not None else None
+
     # -- scoring ---------------------------------------------------------------------
 
     def score(
