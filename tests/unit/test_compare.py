@@ -165,6 +165,15 @@ def test_bootstrap_rejects_bad_input():
         ("avg_power_w_prefill_net", -1),
         ("j_per_token", -1),
         ("temp_max_c", -1),
+        ("tokens_per_j_decode", 1),
+        ("tokens_per_j_decode_net", 1),
+        ("energy_j_load", -1),
+        ("perplexity", -1),
+        ("ppl_ratio", -1),
+        ("kl_mean_nats", -1),
+        ("kl_p99_nats", -1),
+        ("top1_agreement", 1),
+        ("task_meltbench_local_mc_acc", 1),
     ],
 )
 def test_direction_per_metric(name, direction):
@@ -174,6 +183,10 @@ def test_direction_per_metric(name, direction):
 def test_unknown_direction_is_refused():
     with pytest.raises(ValueError, match="throttled"):
         metric_direction("throttled")
+    with pytest.raises(ValueError, match="cpu_freq_mhz_decode"):
+        metric_direction("cpu_freq_mhz_decode")
+    with pytest.raises(ValueError, match="standard error"):
+        metric_direction("task_x_acc_stderr")
 
 
 @pytest.mark.parametrize(

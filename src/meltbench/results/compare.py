@@ -274,18 +274,28 @@ def bootstrap_ratio_ci(
 
 
 def metric_direction(name: str) -> Literal[1, -1]:
-    """+1 if higher is better for metric ``name`` (``*_tps``), -1 if lower is better
-    (``*_ms``, ``*_bytes``, ``*_j``, ``*_w``, ``*_c``, ``j_per_token*``).
+    """+1 if higher is better for metric ``name``, -1 if lower is better.
+
+    Higher: ``*_tps``, ``tokens_per_j*``, ``top1_agreement``, ``task_*`` scores (accuracy).
+    Lower: ``*_ms``, ``*_bytes``, ``*_j``, ``*_w``, ``*_c``, ``j_per_token*``, ``*_nats``
+    (KL divergence), ``perplexity*``, ``ppl_ratio``; window suffixes (``_prefill``,
+    ``_decode``, ``_load``) and ``_net`` are ignored.
 
     Raises:
-        ValueError: a metric whose direction is unknown.
+        ValueError: a metric whose direction is unknown (e.g. ``cpu_freq_mhz_decode``).
     """
     base = name.removesuffix("_net")
-    for window in ("_prefill", "_decode"):
+    for window in ("_prefill", "_decode", "_load"):
         base = base.removesuffix(window)
-    if base.endswith("_tps"):
+    if base.endswith("_stderr"):
+        raise ValueError(f"{name!r} is a standard error, not a metric to compare")
+    if base.endswith("_tps") or base.startswith(("tokens_per_j", "task_")):
         return 1
-    if base.endswith(("_ms", "_bytes", "_j", "_w", "_c")) or base.startswith("j_per_token"):
+    if base == "top1_agreement":
+        return 1
+    if base.endswith(("_ms", "_bytes", "_j", "_w", "_c", "_nats")) or base.startswith(
+        ("j_per_token", "perplexity", "ppl_ratio")
+    ):
         return -1
     raise ValueError(f"no known direction (higher or lower is better) for metric {name!r}")
 
