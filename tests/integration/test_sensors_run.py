@@ -234,4 +234,8 @@ def test_sustain_records_tok_s_over_time_without_thermal_sensors(tmp_path):
     assert verdict["initial_tps"] is None or verdict["initial_tps"] > 0
     timed = [r for r in result.repetitions if r.kind == "timed"]
     span = (timed[-1].token_ns[-1] - timed[0].t_start_ns) / 1e9
-    assert 12.0 <= span < 12.0 + 5.0
+    # Requests start until 12 s have passed since the deadline was armed (just before the
+    # first timed request: reset and garbage collection come first), so the span from the
+    # first request's start to the last token is 12 s give or take a few milliseconds,
+    # plus at most one request (< 5 s here).
+    assert 11.9 <= span < 12.0 + 5.0
