@@ -143,7 +143,9 @@ def measure(
                 sensor_hz=spec.hz,
             )
         except KeyboardInterrupt as exc:
-            out = exc.output  # type: ignore[attr-defined]
+            out = getattr(exc, "output", None)
+            if out is None:  # before the worker existed: nothing measured, just stop
+                raise
         m.finished_at = _now()
         m.events = out.events
         m.returncode = out.returncode

@@ -170,22 +170,23 @@ def run_worker(
     )
     stderr_lines: deque[str] = deque(maxlen=40)
     drain = threading.Thread(target=_drain, args=(proc.stderr, stderr_lines), daemon=True)
-    drain.start()
-    out.memory = RssSampler(proc.pid, memory_hz).start()
-    if sensors:
-        from meltbench.sensors.sampler import SensorSampler
-
-        out.sensors = SensorSampler(list(sensors), sensor_hz).start()
+    timer: threading.Timer | None = None
 
     def kill_on_timeout() -> None:
         out.timed_out = True
         proc.kill()
 
-    timer = threading.Timer(timeout_s, kill_on_timeout) if timeout_s else None
-    if timer:
-        timer.daemon = True
-        timer.start()
-    try:
+    try:  # from here on, a Ctrl-C at any point stops the worker and keeps what it sent
+        drain.start()
+        out.memory = RssSampler(proc.pid, memory_hz).start()
+        if sensors:
+            from meltbench.sensors.sampler import SensorSampler
+
+            out.sensors = SensorSampler(list(sensors), sensor_hz).start()
+        if timeout_s:
+            timer = threading.Timer(timeout_s, kill_on_timeout)
+            timer.daemon = True
+            timer.start()
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write((json.dumps(job) + "\n").encode())
         proc.stdin.close()
@@ -213,10 +214,12 @@ def run_worker(
     finally:
         if timer:
             timer.cancel()
-        out.memory.stop()
+        if out.memory is not None:
+            out.memory.stop()
         if out.sensors is not None:
             out.sensors.stop()
-        drain.join(timeout=5)
+        if drain.is_alive():
+            drain.join(timeout=5)
         out.stderr_tail = list(stderr_lines)
         out.returncode = proc.returncode
     return out
