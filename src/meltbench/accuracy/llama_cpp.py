@@ -47,7 +47,12 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.accuracy.base import LogitsSource, RowScores
-from meltbench.accuracy.sources import check_ref_ids, check_window, concat_rows
+from meltbench.accuracy.sources import (
+    check_ref_ids,
+    check_settings,
+    check_window,
+    concat_rows,
+)
 
 __all__ = ["LlamaCppLogits"]
 
@@ -98,12 +103,7 @@ class LlamaCppLogits(LogitsSource):
         info: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        if ctx < 2:
-            raise ValueError(f"ctx must be at least 2 tokens, got {ctx}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
-        if batch < 1:
-            raise ValueError(f"batch must be at least 1 token, got {batch}")
+        check_settings(ctx, threads, batch)
         if threads is None:
             from meltbench.environment import physical_cores
 

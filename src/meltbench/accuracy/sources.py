@@ -73,12 +73,10 @@ def open_source(
     """
     if engine not in ACCURACY_ENGINES:
         raise UsageError(f"accuracy is measured with llama.cpp or transformers; got {engine!r}")
-    if ctx < 2:
-        raise UsageError(f"--ctx must be at least 2 tokens, not {ctx}")
-    if threads is not None and threads < 1:
-        raise UsageError(f"threads must be at least 1, not {threads}")
-    if batch < 1:
-        raise UsageError(f"batch must be at least 1 token, not {batch}")
+    try:
+        check_settings(ctx, threads, batch)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     engine_cls = _engine_class(engine)
     missing = engine_cls.missing_requirements()
     if missing:
@@ -126,6 +124,21 @@ def open_source(
         batch=batch,
         info=resolved.info,
     )
+
+
+def check_settings(ctx: int, threads: int | None, batch: int) -> None:
+    """Validate a source's window length (``ctx`` >= 2 tokens), ``threads`` (>= 1 or
+    None) and ``batch`` (>= 1 token).
+
+    Raises:
+        ValueError: naming the setting and the value given.
+    """
+    if ctx < 2:
+        raise ValueError(f"--ctx must be at least 2 tokens, not {ctx}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1 token, not {batch}")
 
 
 def check_window(tokens: Sequence[int], first: int, k: int, n_ctx: int) -> list[int]:

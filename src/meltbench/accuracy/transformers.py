@@ -43,7 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.accuracy.base import LogitsSource, RowScores
-from meltbench.accuracy.sources import check_ref_ids, check_window, concat_rows
+from meltbench.accuracy.sources import (
+    check_ref_ids,
+    check_settings,
+    check_window,
+    concat_rows,
+)
 
 __all__ = ["DTYPES", "TransformersLogits"]
 
@@ -96,12 +101,7 @@ class TransformersLogits(LogitsSource):
             raise ValueError(f"transformers logits load 'hf' or 'gguf' models, not {fmt!r}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        if ctx < 2:
-            raise ValueError(f"ctx must be at least 2 tokens, got {ctx}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
-        if batch < 1:
-            raise ValueError(f"batch must be at least 1 token, got {batch}")
+        check_settings(ctx, threads, batch)
         import torch
         import transformers
 

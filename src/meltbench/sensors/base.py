@@ -160,6 +160,17 @@ class Sensor(ABC):
         read this time gives None for this reading; the sampler keeps going.
         """
 
+    def guarded_probe(self, find: Callable[[], Probe], failure: str) -> Probe:
+        """Run ``find()`` from a clean state (files of an earlier probe closed); any
+        exception becomes an unavailable probe whose reason starts with ``failure``, so
+        :meth:`probe` keeps its promise never to raise."""
+        self.close()
+        try:
+            return find()
+        except Exception as exc:
+            self.close()
+            return Probe(self.name, False, f"{failure}: {type(exc).__name__}: {exc}")
+
     def close(self) -> None:
         """Release what the sensor holds: every file registered in ``_closers`` (by
         :meth:`probe`); subclasses with other handles (NVML) extend this."""

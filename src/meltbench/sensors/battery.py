@@ -223,12 +223,7 @@ class BatterySensor(Sensor):
             ``details["charging"]`` True), or unavailable with ``"no battery in
             /sys/class/power_supply (a desktop, server or VM)"`` or what is missing.
         """
-        self.close()
-        try:
-            return self._probe()
-        except Exception as exc:  # never raise from probe()
-            self.close()
-            return Probe(self.name, False, f"power supplies unreadable: {exc!r}")
+        return self.guarded_probe(self._probe, "power supplies unreadable")
 
     def _probe(self) -> Probe:
         supplies = list_supplies(self.fs)

@@ -165,12 +165,7 @@ class CpuFreqSensor(Sensor):
             available with one channel per readable policy (or CPU), or unavailable with
             ``"no cpufreq in /sys/devices/system/cpu: ..."`` or the read errors.
         """
-        self.close()
-        try:
-            return self._probe()
-        except Exception as exc:  # never raise from probe()
-            self.close()
-            return Probe(self.name, False, f"cpufreq unreadable: {exc!r}")
+        return self.guarded_probe(self._probe, "cpufreq unreadable")
 
     def _probe(self) -> Probe:
         domains = find_domains(self.fs)

@@ -84,12 +84,7 @@ class HwmonSensor(Sensor):
         Unavailable reasons: no ``/sys/class/hwmon``; chips present but none with a
         readable temperature, power or energy input.
         """
-        self.close()
-        try:
-            return self._probe()
-        except Exception as exc:  # a probe never raises
-            self.close()
-            return Probe(self.name, False, f"hwmon probe failed: {type(exc).__name__}: {exc}")
+        return self.guarded_probe(self._probe, "hwmon probe failed")
 
     def _inputs(self, rel: str, chip: str) -> list[_Input]:
         files = self.fs.listdir(rel)

@@ -189,12 +189,7 @@ class JetsonPowerSensor(Sensor):
         Unavailable reasons: no INA3221 (not a Jetson, or a model without one such as the
         Jetson Nano 2GB); monitors found but no labelled, readable rail.
         """
-        self.close()
-        try:
-            return self._probe()
-        except Exception as exc:  # a probe never raises
-            self.close()
-            return Probe(self.name, False, f"Jetson probe failed: {type(exc).__name__}: {exc}")
+        return self.guarded_probe(self._probe, "Jetson probe failed")
 
     def _probe(self) -> Probe:
         hwmon_dirs = self._hwmon_dirs()

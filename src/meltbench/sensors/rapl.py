@@ -106,12 +106,7 @@ class RaplSensor(Sensor):
         Unavailable reasons: no ``/sys/class/powercap``; no RAPL zone in it; every
         ``energy_uj`` unreadable (root-only since Linux 5.10: see :data:`PLATYPUS_HINT`).
         """
-        self.close()
-        try:
-            return self._probe()
-        except Exception as exc:  # a probe never raises
-            self.close()
-            return Probe(self.name, False, f"RAPL probe failed: {type(exc).__name__}: {exc}")
+        return self.guarded_probe(self._probe, "RAPL probe failed")
 
     def _zones(self) -> list[_Zone]:
         zones: list[_Zone] = []

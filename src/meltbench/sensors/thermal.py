@@ -119,12 +119,7 @@ class ThermalZoneSensor(Sensor):
             available with one channel per usable zone, or unavailable with the reason
             (no zones, or every zone disabled/unreadable).
         """
-        self.close()
-        try:
-            return self._probe()
-        except Exception as exc:  # never raise from probe()
-            self.close()
-            return Probe(self.name, False, f"thermal zones unreadable: {exc!r}")
+        return self.guarded_probe(self._probe, "thermal zones unreadable")
 
     def _probe(self) -> Probe:
         zones = sorted(
