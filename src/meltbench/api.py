@@ -63,6 +63,7 @@ FLAT_FIELDS: dict[str, tuple[str, str]] = {
     "reps": ("workload", "reps"),
     "warmup": ("workload", "warmup"),
     "seed": ("workload", "seed"),
+    "timing": ("workload", "timing"),
     "memory_hz": ("sensors", "memory_hz"),
     "sensor_hz": ("sensors", "hz"),
     "sensors": ("sensors", "use"),
@@ -189,6 +190,7 @@ def prepare(spec: RunSpec) -> PreparedRun:
         device=spec.engine.device,
         endpoint=spec.engine.endpoint,
         options=dict(spec.engine.options),
+        timing=spec.workload.timing,
     )
     problem = engine_cls.check_settings(settings)
     if problem:
@@ -297,6 +299,15 @@ def execute(
     if sustain_s is not None:
         job["sustain"] = {"duration_s": sustain_s}
     kind = target_kind(spec.target)
+    bandwidth = None
+    if kind != "adb" and prepared.model.format == "gguf":
+        bandwidth = known_bandwidth(spec.target)
+        if bandwidth is None:  # measured once per target, after this run's worker
+            run_settings["bandwidth"] = {
+                "threads": [prepared.settings.threads],
+                "trials": 3,
+                "kernels": ["read"],
+            }
     if kind == "adb":
         from meltbench.targets.adb import AdbTarget
         from meltbench.targets.android import execute_android
@@ -312,7 +323,44 @@ def execute(
         from meltbench.targets.remote_run import measure_on_target
 
         measurement = measure_on_target(spec.target, prepared, job, run_settings, on_event)
-    return _result_of(prepared, measurement, sustain_s, sustain_bin_s)
+    if measurement.bandwidth:
+        from meltbench.measure.bandwidth import BandwidthResult, store_bandwidth
+
+        bandwidth = BandwidthResult.from_dict(measurement.bandwidth)
+        store_bandwidth(spec.target, bandwidth)
+    return _result_of(prepared, measurement, sustain_s, sustain_bin_s, bandwidth)
+
+
+#: environment variable that sets the roof of every run, GB/s (e.g. a datasheet figure)
+BANDWIDTH_ENV = "MELTBENCH_BANDWIDTH_GBS"
+
+
+def known_bandwidth(target: str) -> Any:
+    """The memory bandwidth to use as ``target``'s roof without measuring, or None.
+
+    ``$MELTBENCH_BANDWIDTH_GBS`` (GB/s, 1e9 bytes/s) wins; else the figure cached by
+    ``meltbench bandwidth`` or an earlier run on that target.
+
+    Raises:
+        UsageError: ``$MELTBENCH_BANDWIDTH_GBS`` is not a positive number.
+    """
+    from meltbench.measure.bandwidth import BandwidthResult, cached_bandwidth
+
+    text = os.environ.get(BANDWIDTH_ENV)
+    if text:
+        try:
+            gbs = float(text)
+            if not gbs > 0:
+                raise ValueError
+        except ValueError:
+            raise UsageError(
+                f"${BANDWIDTH_ENV}={text!r} is not a bandwidth; give GB/s as a number > 0 "
+                "or unset it"
+            ) from None
+        return BandwidthResult(
+            results={"read": {1: gbs * 1e9}}, method=f"${BANDWIDTH_ENV}", host=target
+        )
+    return cached_bandwidth(target)
 
 
 def _result_of(
@@ -320,8 +368,13 @@ def _result_of(
     measurement: Any,
     sustain_s: float | None,
     sustain_bin_s: float,
+    bandwidth: Any = None,
 ) -> tuple[RunResult, bool]:
-    """Turn a :class:`~meltbench.measure.measurement.Measurement` into a result."""
+    """Turn a :class:`~meltbench.measure.measurement.Measurement` into a result.
+
+    ``bandwidth`` (a :class:`~meltbench.measure.bandwidth.BandwidthResult`) is the roof of
+    the decode roofline; None leaves the bound and efficiency out.
+    """
     from meltbench.measure.sensor_analysis import analyze_sensors
     from meltbench.measure.stats import summarize
     from meltbench.sensors.sampler import SensorSeries
@@ -383,6 +436,7 @@ def _result_of(
     for name, value in sensors.single.items():
         metrics[name] = summarize([value])
     warnings += sensors.warnings
+    roof = _roofline_of(prepared, out.engine, metrics, memory, bandwidth)
     if sensed:
         sensors.info["policy"] = sensed.get("policy")
         sensors.info["errors"] = sensed.get("errors", 0)
@@ -441,8 +495,63 @@ def _result_of(
         target=spec.target,
         device_state=measurement.device_state,
         sustain=sustain,
+        roofline=roof,
     )
     return result, interrupted
+
+
+def _roofline_of(
+    prepared: PreparedRun,
+    engine_info: dict[str, Any] | None,
+    metrics: dict[str, Any],
+    memory: dict[str, Any],
+    bandwidth: Any,
+) -> dict[str, Any] | None:
+    """Add KV cache bytes (to ``memory`` and ``metrics``) and the decode roofline metrics;
+    return the roofline section (None for a model that is not a GGUF file)."""
+    from meltbench.measure.roofline import analyze_roofline, kv_figures
+    from meltbench.measure.stats import summarize
+    from meltbench.models.footprint import read_footprint
+
+    footprint = None
+    if prepared.model.format == "gguf" and prepared.model.path is not None:
+        try:
+            footprint = read_footprint(prepared.model.path)
+        except (UsageError, ValueError, OSError):
+            footprint = None
+    kv = kv_figures(footprint, engine_info, prepared.settings.n_ctx)
+    memory.update(kv)
+    if kv["kv_cache_bytes"] is not None:
+        metrics["kv_cache_bytes"] = summarize([float(kv["kv_cache_bytes"])])
+    if footprint is None:
+        return None
+    w = prepared.spec.workload
+    decode = metrics.get("decode_tps")
+    threads = prepared.settings.threads
+    figure = bandwidth.best("read", threads) if bandwidth is not None else None
+    values, section = analyze_roofline(
+        footprint,
+        engine_info,
+        w.n_depth,
+        w.n_prompt,
+        w.n_gen,
+        list(decode.samples) if decode is not None else [],
+        figure,
+    )
+    for name, vals in values.items():
+        metrics[name] = summarize(vals)
+    if bandwidth is not None:
+        by_threads = bandwidth.results.get("read") or {}
+        fitting = [t for t in by_threads if t <= threads]
+        section["bandwidth"] = {
+            "kernel": "read",
+            "threads": max(fitting) if fitting else min(by_threads, default=None),
+            "method": bandwidth.method,
+            "host": bandwidth.host,
+            "measured_at": bandwidth.measured_at,
+            "size_bytes": bandwidth.size_bytes,
+        }
+    return section
 
 
 def _sustain_section(

@@ -40,6 +40,7 @@ _FLAGS = {
     "workload.reps": "--reps",
     "workload.warmup": "--warmup",
     "workload.seed": "--seed",
+    "workload.timing": "--timing",
     "sensors.memory_hz": "--memory-hz",
     "sensors.hz": "--sensor-hz",
     "sensors.idle_s": "--idle",
@@ -138,6 +139,12 @@ def _add_run_arguments(p: argparse.ArgumentParser, *, sustain: bool = False) -> 
     p.add_argument("-r", "--reps", type=int, help="timed repetitions (default: 5)")
     p.add_argument("--warmup", type=int, help="untimed warmup repetitions (default: 1)")
     p.add_argument("--seed", type=int, help="seed of the synthetic prompt (default: 0)")
+    p.add_argument(
+        "--timing",
+        choices=("generation", "engine"),
+        help="generation (default): decode includes choosing each token, as an app does; "
+        "engine: llama-bench's tg (synthetic next tokens, no sampling; llama.cpp)",
+    )
     p.add_argument("--timeout", type=float, help="kill the worker after this many seconds")
     p.add_argument("--memory-hz", type=float, help="RSS sampling rate, Hz (default: 50)")
     p.add_argument(
@@ -438,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--dtype", help="hf: bfloat16 (default)/float32; onnx: int4/fp32; gguf: Q4_0, Q8_0, ..."
     )
+    bw = sub.add_parser(
+        "bandwidth",
+        help="measure the target's memory bandwidth (the roof of decode speed)",
+        description="STREAM-style read/copy/triad kernels over arrays much larger than the "
+        "last-level cache, at 1..N threads; the read figure becomes the roof of every later "
+        "run's decode_bound_tps on this target.",
+    )
+    bw.add_argument("--threads", help="comma-separated thread counts (default: 1..cores)")
+    bw.add_argument("--size-mib", type=int, help="MiB per array (default: 8 x LLC, >= 256)")
+    bw.add_argument("--trials", type=int, default=5, help="trials per point, best kept (5)")
+    bw.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    _add_target_arguments(bw)
     sub.add_parser("env", help="print this machine's environment as JSON")
     return parser
 
@@ -479,6 +498,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         reps=args.reps,
         warmup=args.warmup,
         seed=args.seed,
+        timing=args.timing,
         timeout_s=args.timeout,
         memory_hz=args.memory_hz,
         sensor_hz=args.sensor_hz,
@@ -938,6 +958,37 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bandwidth(args: argparse.Namespace) -> int:
+    import json
+
+    from meltbench.errors import UsageError
+    from meltbench.targets.bandwidth import measure_target_bandwidth
+
+    _configure_targets(args)
+    threads = None
+    if args.threads:
+        try:
+            threads = [int(t) for t in args.threads.split(",") if t.strip()]
+        except ValueError:
+            msg = f"--threads: expected numbers like 1,2,4, got {args.threads!r}"
+            raise UsageError(msg) from None
+    if args.size_mib is not None and args.size_mib < 1:
+        raise UsageError(f"--size-mib must be >= 1 (got {args.size_mib})")
+    result = measure_target_bandwidth(
+        args.target or "local",
+        threads,
+        size_bytes=args.size_mib * 1024**2 if args.size_mib else None,
+        trials=args.trials,
+    )
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return 0
+    from meltbench.report.terminal import print_bandwidth
+
+    print_bandwidth(result, _stdout_console())
+    return 0
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
     import json
 
@@ -976,6 +1027,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": _cmd_results,
         "engines": _cmd_engines,
         "convert": _cmd_convert,
+        "bandwidth": _cmd_bandwidth,
         "env": _cmd_env,
     }
     try:

@@ -92,6 +92,11 @@ class WorkloadSpec(_Frozen):
         reps: timed repetitions.
         warmup: untimed repetitions before the timed ones (the first is kept as "cold").
         seed: seed of the synthetic prompt and depth tokens.
+        timing: what a decode step includes. ``generation`` (default): choosing the next
+            token (greedy argmax over the logits), as an app does. ``engine``:
+            llama-bench's ``tg``: the engine's forward pass only, with synthetic next
+            tokens and no sampling, to reproduce a llama-bench table. Either way the
+            cost of choosing a token is reported as ``sample_ms``.
     """
 
     n_prompt: int = Field(default=512, ge=1)
@@ -100,6 +105,7 @@ class WorkloadSpec(_Frozen):
     reps: int = Field(default=5, ge=1)
     warmup: int = Field(default=1, ge=0)
     seed: int = Field(default=0, ge=0)
+    timing: Literal["generation", "engine"] = "generation"
 
     @property
     def n_ctx_needed(self) -> int:

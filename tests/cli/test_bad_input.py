@@ -74,6 +74,10 @@ def truncated_gguf(tmp_path):
         (["--target", "ftp://host"], ["target"]),
         (["--target", "adb://X", "--engine", "transformers"], ["adb targets run llama.cpp"]),
         (["--target", "adb://X", "--n-depth", "8"], ["--n-depth"]),
+        (["--timing", "wallclock"], ["invalid choice: 'wallclock'"]),
+        (["--timing", "engine", "--engine", "transformers"], ["has no --timing engine"]),
+        (["-o", "flash_attn=sometimes"], ["flash_attn", "on, off or auto"]),
+        (["-o", "type_k=q9_9"], ["type_k", "unknown KV cache type"]),
     ],
 )
 def test_bad_run_input(tmp_path, truncated_gguf, args, fragments):
@@ -106,6 +110,34 @@ def test_bad_sustain_input(tmp_path, args, fragments):
     proc = run_cli("sustain", *args, "--db", str(tmp_path / "runs.db"), cwd=tmp_path)
     assert_usage_error(proc, *fragments)
     assert not (tmp_path / "runs.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--threads", "0"], ["--threads", ">= 1"]),
+        (["--threads", "one"], ["--threads", "expected numbers"]),
+        (["--trials", "0"], ["--trials", ">= 1"]),
+        (["--size-mib", "0"], ["--size-mib", ">= 1"]),
+        (["--target", "adb://X"], ["adb targets", "MELTBENCH_BANDWIDTH_GBS"]),
+    ],
+)
+def test_bad_bandwidth_input(args, fragments):
+    assert_usage_error(run_cli("bandwidth", *args), *fragments)
+
+
+def test_bad_bandwidth_environment(tmp_path):
+    import os
+
+    env = {**os.environ, "MELTBENCH_BANDWIDTH_GBS": "fast"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "meltbench.cli", "run", "--no-db", "-p", "8", "-n", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert_usage_error(proc, "MELTBENCH_BANDWIDTH_GBS", "number > 0")
 
 
 def test_bad_target_commands(tmp_path):

@@ -1,20 +1,22 @@
 """Max context before out-of-memory, on the real default model (Gemma 3 270M Q4_K_M).
 
-Where the memory goes (measured on this machine, llama-cpp-python 0.3.36, 2 threads):
-the worker needs about 0.5 GiB of address space for Python, numpy, the mapped 241 MiB GGUF
-and thread stacks, llama-cpp-python's 512 x 262,144 float32 logits array (512 MiB,
-whatever the context), and llama.cpp's context, whose output buffer has
-min(n_ctx, n_batch) x n_vocab float32 rows: 1 MiB per token of context up to n_batch =
-512, plus the KV cache and compute buffers. So below 512 tokens the need grows by about
-1 MiB per token (measured: 94 tokens more for 100 MiB more), and a cap of a little over
-1.2 GiB leaves the boundary in the middle of [64, 512]:
+Where the memory goes (measured on this machine, llama-cpp-python 0.3.36 on llama.cpp's C
+API, 2 threads): the worker needs about 0.7 GiB of address space for Python, numpy, the
+mapped 241 MiB GGUF and thread stacks, plus llama.cpp's context, whose compute buffer is
+reserved for min(n_ctx, n_batch) rows of n_vocab float32 logits: 1 MiB per token of
+context up to n_batch = 512, plus the KV cache. So below 512 tokens the need grows by
+about 1 MiB per token (``VmPeak`` of a bare engine process: 705 MiB at n_prompt 64,
+1163 MiB at 512, the same at 640), and a cap of a little over 0.7 GiB leaves the boundary
+in the middle of [64, 512]:
 
-    RLIMIT_AS 1228.8 MiB: n_prompt 204 runs, 205 fails (n_gen 2, threads 2; exact to the
-    token over 4 repeats); 1328.8 MiB: 298 runs, 299 fails.
+    RLIMIT_AS 720 MiB: n_prompt 203 runs, 204 fails; 724 MiB: 207 runs, 208 fails (n_gen 2,
+    threads 2; the same in 2 repeats).
 
-The test cap, 1232 MiB, puts the boundary at 207 (208 fails; found with multiple_of 1),
-halfway between the multiples of 32 that the search probes here (192 runs, 224 fails), so
-the reruns at the boundary keep ~15 MiB of margin.
+(Before meltbench went to the C API, llama-cpp-python's ``Llama`` class added a
+512 x 262,144 float32 logits array, 512 MiB whatever the context: the same boundary took
+a 1232 MiB cap.) The test cap, 724 MiB, puts the boundary at 207 (208 fails; found with
+multiple_of 1), halfway between the multiples of 32 that the search probes here (192 runs,
+224 fails), so the reruns at the boundary keep ~15 MiB of margin.
 Above 512 tokens the need grows only with the KV cache (about 20 MiB per 1024 tokens), so a
 cap finds a context boundary there only with much larger contexts (slow on 2 cores).
 
@@ -35,7 +37,7 @@ from meltbench.sweep.search import context_probe, find_max_context, is_out_of_me
 pytestmark = pytest.mark.integration
 
 MiB = 2**20
-LIMIT = 1232 * MiB
+LIMIT = 724 * MiB
 LO, HI, STEP = 64, 512, 32
 BASE = {"n_gen": 2, "threads": 2}
 

@@ -72,7 +72,26 @@ def full_set():
         ),
         "p0000000",
     )
+    curve = [with_roofline(r, bandwidth=20e9) for r in curve]
     return [*curve, failed, quant, profiled]
+
+
+def with_roofline(result, bandwidth: float):
+    """A copy with the roofline metrics of a 250 MB-per-token model under ``bandwidth``."""
+    from meltbench.measure.roofline import roofline
+    from meltbench.measure.stats import summarize
+
+    decode = result.metrics["decode_tps"]
+    r = roofline(240e6, 10e6, bandwidth, decode.median)
+    metrics = {
+        **result.metrics,
+        "bytes_per_token": summarize([r.bytes_per_token]),
+        "decode_bound_tps": summarize([r.decode_bound_tps]),
+        "decode_efficiency": summarize([v / r.decode_bound_tps for v in decode.samples]),
+        "kv_cache_bytes": summarize([9 * MIB]),
+    }
+    section = {"bandwidth_bytes_per_s": bandwidth, "decode_bound_tps": r.decode_bound_tps}
+    return result.model_copy(update={"metrics": metrics, "roofline": section})
 
 
 SWEEP = {
@@ -153,7 +172,13 @@ def test_every_plot_the_data_call_for_is_present(full_report):
 def test_plots_the_data_do_not_support_are_absent_and_explained():
     page = build_report([run_at(8)], title="one run")
     assert plot_ids(page) == {"latency-distributions"}
-    for absent in ("tps-vs-context", "memory-vs-context", "quant-speed-size", "operator-breakdown"):
+    for absent in (
+        "tps-vs-context",
+        "memory-vs-context",
+        "quant-speed-size",
+        "operator-breakdown",
+        "decode-roofline",
+    ):
         assert f"<li><b>{absent}</b>: needs" in page
     assert "Sweep analysis" not in page  # no sweep given
 
@@ -205,6 +230,13 @@ def test_figures_name_their_runs_and_units(full_set):
     assert figures["operator-breakdown"].short_ids == ["p0000000"]
     assert "accuracy" in figures["quant-speed-size"].caption.lower()
     assert "torch.profiler <cpu>" in figures["operator-breakdown"].caption
+    roof = figures["decode-roofline"]
+    assert roof.short_ids == ["c0000008", "c0000016", "c0000032"]
+    assert "bandwidth" in roof.caption
+    ax = roof.figure.subfigs[0].axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert "tok/s" in ax.get_ylabel() and "bytes" in ax.get_xlabel()
+    assert any("20.0 GB/s" in t.get_text() for t in roof.figure.subfigs[0].legends[0].get_texts())
     axes = ctx.figure.subfigs[0].axes
     assert [a.get_xscale() for a in axes] == ["log", "log"]
     assert "tok/s" in axes[0].get_ylabel() and "tokens" in axes[0].get_xlabel()

@@ -59,6 +59,9 @@ class EngineSettings:
         device: device name, or None for the engine's default.
         endpoint: server base URL (HTTP engines).
         options: engine-specific extra settings.
+        timing: ``generation`` (decode includes choosing the next token, as an app
+            does) or ``engine`` (llama-bench's tg: synthetic next tokens, no sampling);
+            one of the engine's ``timing_modes``.
     """
 
     threads: int
@@ -70,6 +73,7 @@ class EngineSettings:
     device: str | None = None
     endpoint: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    timing: str = "generation"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON-ready)."""
@@ -101,6 +105,8 @@ class Engine(ABC):
     supports_profile: ClassVar[bool] = False
     #: whether :meth:`extend` works (``--n-depth`` > 0).
     supports_depth: ClassVar[bool] = True
+    #: values accepted for ``EngineSettings.timing`` (see :class:`EngineSettings`).
+    timing_modes: ClassVar[tuple[str, ...]] = ("generation",)
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
@@ -119,11 +125,17 @@ class Engine(ABC):
     def check_settings(cls, settings: EngineSettings) -> str | None:
         """A one-line problem with ``settings`` for this engine, or None if they are fine.
 
-        The default checks ``dtype`` against :attr:`dtypes`; engines add their own rules.
+        The default checks ``dtype`` against :attr:`dtypes` and ``timing`` against
+        :attr:`timing_modes`; engines add their own rules.
         """
         if settings.dtype is not None and settings.dtype not in cls.dtypes:
             allowed = ", ".join(sorted(cls.dtypes)) or "none (it takes no --dtype)"
             return f"engine {cls.name!r} has no dtype {settings.dtype!r}; choose: {allowed}"
+        if settings.timing not in cls.timing_modes:
+            return (
+                f"engine {cls.name!r} has no --timing {settings.timing}; it measures "
+                f"{', '.join(cls.timing_modes)} (--timing engine is llama.cpp's)"
+            )
         return None
 
     @abstractmethod

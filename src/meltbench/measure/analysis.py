@@ -9,6 +9,8 @@ touches a clock, a process or a file, so every number can be checked exactly in 
 - The engine's own rates are ``n_p_eval / t_p_eval`` and ``n_eval / t_eval`` per
   repetition (llama.cpp's perf context), summarized the same way; ``fidelity`` is the
   ratio of our median to the engine's median.
+- ``sample_ms`` is the time to choose one token (the greedy argmax), per repetition
+  ``t_sample_ms / n_sample`` from the engine's counters, where the engine reports them.
 - ``cold`` holds the metrics of the very first request of the worker.
 """
 
@@ -85,6 +87,7 @@ def analyze_reps(
     values["itl_ms"] = []
     values["engine_prefill_tps"] = []
     values["engine_decode_tps"] = []
+    values["sample_ms"] = []
     for rep in reps:
         if rep.get("kind") != "timed":
             continue
@@ -99,6 +102,9 @@ def analyze_reps(
             values["engine_prefill_tps"].append(eng_prefill)
         if eng_decode is not None:
             values["engine_decode_tps"].append(eng_decode)
+        counters = rep.get("counters") or {}
+        if counters.get("n_sample"):
+            values["sample_ms"].append(counters["t_sample_ms"] / counters["n_sample"])
     if load_ns is not None:
         values["load_ms"] = [load_ns / 1e6]
     if peak_rss_bytes is not None:

@@ -43,6 +43,9 @@ class Measurement:
         probes: every probed sensor (``Probe.to_dict()``), available or not.
         baseline: the idle baseline's ``SensorSeries`` dict, or None.
         device_state: read before the run.
+        bandwidth: memory bandwidth measured after the worker ended, when the run asked
+            for it (a :class:`~meltbench.measure.bandwidth.BandwidthResult` dict), else
+            None.
         started_at, finished_at: ISO 8601 UTC, on the measuring machine.
     """
 
@@ -57,6 +60,7 @@ class Measurement:
     probes: list[dict[str, Any]] = field(default_factory=list)
     baseline: dict[str, Any] | None = None
     device_state: dict[str, Any] = field(default_factory=dict)
+    bandwidth: dict[str, Any] | None = None
     started_at: str = ""
     finished_at: str = ""
 
@@ -99,7 +103,9 @@ def measure(
         job: the worker job (:meth:`meltbench.api.PreparedRun.job`).
         run: host-side settings: ``timeout_s``, ``memory_hz``, ``memory_limit_bytes``,
             ``sensors`` (a ``SensorSpec`` dict), ``cooldown`` (a ``CooldownSpec`` dict,
-            or None: no cool-down between requests).
+            or None: no cool-down between requests), ``bandwidth`` (keyword arguments
+            of :func:`~meltbench.measure.bandwidth.measure_bandwidth`, or None: measure
+            the memory bandwidth after the worker, once it has exited).
         on_event: called with each worker event as it arrives.
 
     Returns:
@@ -167,6 +173,13 @@ def measure(
                 "policy": out.sensors.policy,
                 "errors": out.sensors.errors,
             }
+        if run.get("bandwidth") and not m.interrupted:
+            from meltbench.measure.bandwidth import measure_bandwidth
+
+            try:
+                m.bandwidth = measure_bandwidth(**run["bandwidth"]).to_dict()
+            except (MemoryError, ValueError, ImportError):
+                m.bandwidth = None  # the run stands without a roofline
         if session is not None:
             m.probes = [p.to_dict() for _, p in session.probed]
             m.baseline = session.baseline.to_dict() if session.baseline is not None else None

@@ -35,7 +35,10 @@ __all__ = [
 class RunProgress:
     """A progress bar fed by worker events: load, warmup i/n, repetition i/n.
 
-    Use as a context manager; pass :meth:`on_event` to ``meltbench.run``.
+    Use as a context manager; pass :meth:`on_event` to ``meltbench.run``. The display is
+    redrawn only when an event arrives (between requests), never by a timer: a refresh
+    thread would wake up during timed requests and take CPU time from the engine's
+    threads (on a 2-core machine running 2 engine threads, every wake-up preempts one).
 
     Args:
         total_reps: warmup + timed repetitions; None = open-ended (``sustain``).
@@ -63,6 +66,7 @@ class RunProgress:
             console=console or Console(stderr=True),
             transient=True,
             disable=not enabled,
+            auto_refresh=False,
         )
         self.task = self.progress.add_task(f"{label}: preparing", total=total_reps)
 
@@ -90,6 +94,7 @@ class RunProgress:
                 advance=1,
                 description=f"{self.label}: {what} {event.get('index', 0) + 1} done ({n_tok} tok)",
             )
+        self.progress.refresh()
 
 
 def print_bench_table(results: Sequence[RunResult], console: Console) -> None:
@@ -134,6 +139,7 @@ def print_run_details(result: RunResult, console: Console) -> None:
     fid = [f"{name} {ratio:.3f}" for name, ratio in result.fidelity.items() if ratio is not None]
     if fid:
         lines.append("ours / engine counters: " + ", ".join(fid))
+    lines += _engine_lines(result)
     mem = result.memory
     if mem.get("peak_rss_bytes"):
         lines.append(
@@ -148,6 +154,77 @@ def print_run_details(result: RunResult, console: Console) -> None:
     if result.profile:
         print_profile(result.profile, console)
     print_warnings(result, console)
+
+
+def _engine_lines(result: RunResult) -> list[str]:
+    """Timing mode and sampling cost, llama.cpp's parameters in force, KV cache, roofline."""
+    m = result.metrics
+    lines = []
+    timing = result.spec.workload.timing
+    sample = m.get("sample_ms")
+    cost = f", choosing a token {sample.median:.3f} ms" if sample is not None else ""
+    lines.append(f"timing: {timing}{cost}")
+    params = (result.engine or {}).get("params")
+    if params:
+        fa = params.get("flash_attn")
+        used = params.get("flash_attn_used")
+        fa_text = f"{fa}" if used is None else f"{fa} -> {'on' if used else 'off'}"
+        lines.append(
+            f"llama.cpp: flash_attn {fa_text}, n_batch {params.get('n_batch')}, n_ubatch "
+            f"{params.get('n_ubatch')}, type_k {params.get('type_k')}, type_v "
+            f"{params.get('type_v')}, swa_full {str(params.get('swa_full')).lower()}, "
+            f"load {params.get('load_mode')}, n_gpu_layers {params.get('n_gpu_layers')}"
+        )
+    mem = result.memory
+    if mem.get("kv_cache_bytes") is not None:
+        parts = [f"KV cache {format_bytes(mem['kv_cache_bytes'])}"]
+        if mem.get("kv_cache_bytes_engine") is not None:
+            formula = mem.get("kv_cache_bytes_formula")
+            parts.append(
+                "(llama.cpp's figure"
+                + (f"; formula {format_bytes(formula)})" if formula is not None else ")")
+            )
+        else:
+            parts.append("(formula)")
+        lines.append(" ".join(parts))
+    roof = result.roofline or {}
+    bpt = m.get("bytes_per_token")
+    if bpt is not None:
+        line = f"bytes per decoded token {format_bytes(bpt.median)}"
+        bound, eff = m.get("decode_bound_tps"), m.get("decode_efficiency")
+        bw = roof.get("bandwidth_bytes_per_s")
+        if bound is not None and bw:
+            where = roof.get("bandwidth") or {}
+            line += (
+                f"; bound {bound.median:.1f} tok/s at {bw / 1e9:.1f} GB/s "
+                f"({where.get('kernel', 'read')}, {where.get('threads')} threads)"
+            )
+            if eff is not None:
+                line += f"; decode efficiency {eff.median:.1%}"
+        else:
+            line += "; no bandwidth measured (meltbench bandwidth)"
+        lines.append(line)
+    return lines
+
+
+def print_bandwidth(result: Any, console: Console) -> None:
+    """``meltbench bandwidth``: GB/s per kernel (rows) and thread count (columns)."""
+    counts = sorted({t for by in result.results.values() for t in by})
+    table = Table(show_edge=True, header_style="bold")
+    table.add_column("kernel")
+    for t in counts:
+        table.add_column(f"{t} thr GB/s", justify="right")
+    for kernel, by_threads in result.results.items():
+        table.add_row(
+            kernel, *(f"{by_threads[t] / 1e9:.2f}" if t in by_threads else "" for t in counts)
+        )
+    console.print(table)
+    console.print(
+        f"arrays of {format_bytes(result.size_bytes)} (last-level cache "
+        f"{format_bytes(result.llc_bytes)}), best of {result.trials} trials; "
+        f"{result.method}; stored as this target's roof",
+        highlight=False,
+    )
 
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:

@@ -14,8 +14,14 @@ Metric names (units in the names, definitions in SPEC.md): ``load_ms``, ``ttft_m
 idle baseline), ``tokens_per_j_decode``, ``energy_j_load``; with temperature sensors
 ``temp_max_c``.
 
+Since version 3 (decode roofline): ``kv_cache_bytes`` (the engine's figure, else the
+formula's), ``bytes_per_token`` (weights + KV read per decoded token),
+``decode_bound_tps`` (bandwidth / bytes_per_token), ``decode_efficiency``
+(decode_tps / decode_bound_tps) and ``sample_ms`` (time to choose one token).
+
 Versions: 1 (first release); 2 added ``sensors``, ``device_state``, ``sustain``,
-``accuracy`` and ``Repetition.cooldown``. A version-1 result reads as version 2 with those empty.
+``accuracy`` and ``Repetition.cooldown``; 3 added ``roofline``. Older results read as
+version 3 with the new fields empty.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from meltbench.measure.stats import Summary
 
 __all__ = ["SCHEMA_VERSION", "Repetition", "RunResult"]
 
-SCHEMA_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 
 
 class Repetition(BaseModel):
@@ -92,6 +98,10 @@ class RunResult(BaseModel):
             temperature, frequency and power, and the throttling verdict.
         accuracy: for ``meltbench eval`` and quantization studies: corpus, method,
             token counts, the reference compared against, lm-eval task results.
+        roofline: for GGUF models: weights and KV bytes read per decoded token, the
+            mean number of cached tokens they were computed at, whether embeddings are
+            tied, and the memory bandwidth used as the roof (bytes/s, kernel, threads,
+            where and when it was measured); None for other models.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -120,12 +130,13 @@ class RunResult(BaseModel):
     device_state: dict[str, Any] = Field(default_factory=dict)
     sustain: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
+    roofline: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value == 1:
-            return SCHEMA_VERSION  # version 2 only added fields with empty defaults
+        if value in (1, 2):
+            return SCHEMA_VERSION  # versions 2 and 3 only added fields with empty defaults
         if value not in _READABLE_VERSIONS:
             raise ValueError(
                 f"result schema version {value} is not supported by this meltbench "

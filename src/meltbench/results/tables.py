@@ -16,6 +16,7 @@ from meltbench.results.schema import RunResult
 __all__ = [
     "BENCH_COLUMNS",
     "NUMERIC_COLUMNS",
+    "ROOFLINE_COLUMNS",
     "SENSOR_COLUMNS",
     "bench_columns",
     "bench_rows",
@@ -41,11 +42,18 @@ BENCH_COLUMNS = (
 #: extra columns shown when a run measured energy or temperature: joules per token of the
 #: row's window (prefill for pp, decode for tg), the same net of idle, the hottest sensor
 SENSOR_COLUMNS = ("J/tok", "J/tok net", "max °C")
+#: extra columns shown when a run knows its KV cache size or decode roofline: the KV
+#: cache allocated, and decode tok/s as a share of the memory-bandwidth bound (tg rows)
+ROOFLINE_COLUMNS = ("KV cache", "decode eff")
 #: columns of :data:`BENCH_COLUMNS` and :data:`SENSOR_COLUMNS` that hold numbers
 #: (right-aligned by every renderer)
-NUMERIC_COLUMNS = frozenset(
-    ("size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS")
-) | frozenset(SENSOR_COLUMNS)
+NUMERIC_COLUMNS = (
+    frozenset(
+        ("size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS")
+    )
+    | frozenset(SENSOR_COLUMNS)
+    | frozenset(ROOFLINE_COLUMNS)
+)
 _STATS = ("n", "mean", "median", "stddev", "min", "max", "p90", "p99", "ci95_low", "ci95_high")
 
 
@@ -94,11 +102,16 @@ def _threads(result: RunResult) -> str:
 
 def bench_columns(results: list[RunResult] | tuple[RunResult, ...]) -> tuple[str, ...]:
     """:data:`BENCH_COLUMNS`, plus :data:`SENSOR_COLUMNS` when any run measured energy
-    or temperature (so machines without sensors get llama-bench's familiar table)."""
+    or temperature (so machines without sensors get llama-bench's familiar table), plus
+    :data:`ROOFLINE_COLUMNS` when any run knows its KV cache size or decode efficiency."""
+    columns = BENCH_COLUMNS
     names = ("j_per_token_prefill", "j_per_token_decode", "temp_max_c")
     if any(n in r.metrics for r in results for n in names):
-        return BENCH_COLUMNS + SENSOR_COLUMNS
-    return BENCH_COLUMNS
+        columns += SENSOR_COLUMNS
+    roof = ("kv_cache_bytes", "decode_efficiency")
+    if any(n in r.metrics for r in results for n in roof):
+        columns += ROOFLINE_COLUMNS
+    return columns
 
 
 def _jpt(summary: Summary | None) -> str:
@@ -120,6 +133,7 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "threads": _threads(result),
         "peak RSS": format_bytes(result.memory.get("peak_rss_bytes")),
         "max °C": _ms(m["temp_max_c"].max if "temp_max_c" in m else None),
+        "KV cache": format_bytes(m["kv_cache_bytes"].median if "kv_cache_bytes" in m else None),
     }
     itl = m.get("itl_ms")
     ttft = m.get("ttft_ms")
@@ -142,12 +156,13 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "ITL p99 ms": _ms(itl.p99 if itl else None),
         "J/tok": _jpt(m.get("j_per_token_decode")),
         "J/tok net": _jpt(m.get("j_per_token_decode_net")),
+        "decode eff": f"{eff.median:.1%}" if (eff := m.get("decode_efficiency")) else "",
     }
     rows = [pp, tg]
     if not result.ok:
         for row in rows:
             row["t/s"] = (row["t/s"] + " " if row["t/s"] else "") + "FAILED"
-    columns = BENCH_COLUMNS + SENSOR_COLUMNS
+    columns = BENCH_COLUMNS + SENSOR_COLUMNS + ROOFLINE_COLUMNS
     return [{col: row.get(col, "") for col in columns} for row in rows]
 
 
@@ -180,6 +195,8 @@ def flat_record(result: RunResult) -> dict[str, Any]:
         "reps": w.reps,
         "warmup": w.warmup,
         "seed": w.seed,
+        "timing": w.timing,
+        "flash_attn_used": (result.engine.get("params") or {}).get("flash_attn_used"),
         "cpu_model": result.environment.get("cpu_model"),
     }
     for name in sorted(result.metrics):
