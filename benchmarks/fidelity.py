@@ -10,6 +10,8 @@ drift of the machine (thermal, other tenants) hits every arm alike:
   tokens; prompt in ``n_batch`` chunks then ``llama_synchronize``; each generated token
   one ``llama_decode`` of a random token + ``llama_synchronize``, no sampling
   (llama-bench's ``test_prompt`` / ``test_gen``). Timed with ``time.perf_counter_ns``.
+  (With the extra argument ``greedy`` the next token is the argmax of the logits instead:
+  ``benchmarks/overhead.py`` uses that form.)
 - ``engine``: ``meltbench run --timing engine`` (the CLI, with its defaults: worker
   process, JSON events, RSS sampled at 50 Hz, sensors).
 - ``generation``: ``meltbench run`` (the default timing: decode includes the greedy
@@ -42,6 +44,7 @@ path, threads, n_prompt, n_gen, reps, warmup, seed, n_batch = sys.argv[1:9]
 threads, n_prompt, n_gen, reps, warmup, seed, n_batch = (
     int(x) for x in (threads, n_prompt, n_gen, reps, warmup, seed, n_batch)
 )
+greedy = len(sys.argv) > 9 and sys.argv[9] == "greedy"  # next token = argmax, as an app
 quiet = lib.llama_log_callback(lambda *a: None)  # kept alive: llama.cpp calls it later
 lib.llama_log_set(quiet, None)
 lib.llama_backend_init()
@@ -60,6 +63,13 @@ prompt = [rng.randrange(n_vocab) for _ in range(n_prompt)]
 if lib.llama_vocab_get_add_bos(vocab):
     prompt[0] = lib.llama_vocab_bos(vocab)
 one = (lib.llama_token * 1)()
+if greedy:
+    import numpy as np
+
+    def argmax():
+        ptr = lib.llama_get_logits_ith(ctx, -1)
+        return int(np.ctypeslib.as_array(ptr, shape=(n_vocab,)).argmax())
+
 out = {"prefill_tps": [], "decode_tps": []}
 for i in range(warmup + reps):
     lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
@@ -70,10 +80,13 @@ for i in range(warmup + reps):
         assert lib.llama_decode(ctx, lib.llama_batch_get_one(arr, len(chunk))) == 0
     lib.llama_synchronize(ctx)
     t_first = time.perf_counter_ns()
+    tok = argmax() if greedy else rng.randrange(n_vocab)
+    t_first = time.perf_counter_ns() if greedy else t_first
     for _ in range(n_gen - 1):
-        one[0] = rng.randrange(n_vocab)
+        one[0] = tok
         assert lib.llama_decode(ctx, lib.llama_batch_get_one(one, 1)) == 0
         lib.llama_synchronize(ctx)
+        tok = argmax() if greedy else rng.randrange(n_vocab)
     t_last = time.perf_counter_ns()
     if i >= warmup:
         out["prefill_tps"].append(n_prompt / ((t_first - t0) / 1e9))
@@ -119,9 +132,12 @@ print(json.dumps(out))
 """
 
 
-def child(code: str, path: str, args: argparse.Namespace, threads: int) -> dict[str, list[float]]:
+def child(
+    code: str, path: str, args: argparse.Namespace, threads: int, *extra: str
+) -> dict[str, list[float]]:
+    """Run a child loop (``BARE_CHILD`` or ``WRAPPER_CHILD``) in a fresh process."""
     argv = [path, threads, args.n_prompt, args.n_gen, args.reps, args.warmup, args.seed]
-    cmd = [sys.executable, "-c", code, *map(str, argv), str(args.batch)]
+    cmd = [sys.executable, "-c", code, *map(str, argv), str(args.batch), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -140,8 +156,9 @@ def ours(args: argparse.Namespace, threads: int, timing: str) -> dict[str, list[
     return got
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def workload_parser(description: str) -> argparse.ArgumentParser:
+    """The workload and round flags shared by this script and ``overhead.py``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--n-prompt", type=int, default=256)
     parser.add_argument("--n-gen", type=int, default=64)
     parser.add_argument("--reps", type=int, default=5)
@@ -150,6 +167,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=512, help="n_batch = n_ubatch")
     parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def main() -> None:
+    parser = workload_parser(__doc__.splitlines()[0])
     parser.add_argument("--wrapper", action="store_true", help="add the Llama.eval arm")
     args = parser.parse_args()
 

@@ -3,8 +3,11 @@
 Three arms, measured side by side in one run, each in its own fresh process, with the
 same model, threads, prompt length and generation length:
 
-- ``bare``: the simplest greedy loop a user would write: ``Llama.eval(prompt)``, argmax
-  of the logits, ``Llama.eval([token])``... timed with ``time.perf_counter_ns``.
+- ``bare``: a greedy loop over llama.cpp's C API at llama.cpp's own context defaults
+  (``llama_decode`` of the prompt, argmax of the logits, ``llama_decode`` of that token,
+  ...), timed with ``time.perf_counter_ns``: ``benchmarks/fidelity.py``'s loop in its
+  ``greedy`` form. (Before meltbench's llama.cpp engine went to the C API, this arm was
+  llama-cpp-python's ``Llama.eval``; ``benchmarks/fidelity.py --wrapper`` still runs that.)
 - ``meltbench``: ``meltbench.run`` with its defaults (worker process, JSON events, RSS
   sampled at 50 Hz).
 - ``meltbench@100Hz`` and ``meltbench@1Hz``: the same with the RSS sampler at 100 Hz and
@@ -20,68 +23,17 @@ Usage: ``python benchmarks/overhead.py [--n-prompt 256 --n-gen 64 --reps 5 --rou
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
-import subprocess
 import sys
 import time
 
-BARE_CHILD = r"""
-import json, random, sys, time
-import numpy as np
-import llama_cpp
-
-path, threads, n_prompt, n_gen, reps, warmup, seed = sys.argv[1:8]
-threads, n_prompt, n_gen, reps, warmup, seed = (
-    int(x) for x in (threads, n_prompt, n_gen, reps, warmup, seed)
-)
-llm = llama_cpp.Llama(path, n_ctx=n_prompt + n_gen, n_batch=512, n_ubatch=512,
-                      n_threads=threads, n_threads_batch=threads, verbose=False)
-n_vocab = llm.n_vocab()
-rng = random.Random(seed)
-prompt = [rng.randrange(n_vocab) for _ in range(n_prompt)]
-vocab = llama_cpp.llama_model_get_vocab(llm.model)
-if llama_cpp.llama_vocab_get_add_bos(vocab):
-    prompt[0] = llama_cpp.llama_vocab_bos(vocab)
-
-def argmax():
-    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
-    return int(np.ctypeslib.as_array(ptr, shape=(n_vocab,)).argmax())
-
-out = {"prefill_tps": [], "decode_tps": []}
-for i in range(warmup + reps):
-    llm.reset()
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
-    t0 = time.perf_counter_ns()
-    llm.eval(prompt)
-    tok = argmax()
-    t_first = time.perf_counter_ns()
-    for _ in range(n_gen - 1):
-        llm.eval([tok])
-        tok = argmax()
-    t_last = time.perf_counter_ns()
-    if i >= warmup:
-        out["prefill_tps"].append(n_prompt / ((t_first - t0) / 1e9))
-        out["decode_tps"].append((n_gen - 1) / ((t_last - t_first) / 1e9))
-print(json.dumps(out))
-"""
-
 
 def bare(path: str, args: argparse.Namespace, threads: int) -> dict[str, list[float]]:
-    cmd = [
-        sys.executable,
-        "-c",
-        BARE_CHILD,
-        path,
-        str(threads),
-        str(args.n_prompt),
-        str(args.n_gen),
-        str(args.reps),
-        str(args.warmup),
-        str(args.seed),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """The greedy C-API loop of ``benchmarks/fidelity.py`` (llama.cpp's defaults)."""
+    from fidelity import BARE_CHILD, child
+
+    return child(BARE_CHILD, path, args, threads, "greedy")
 
 
 def ours(args: argparse.Namespace, threads: int, memory_hz: float | None) -> dict[str, list[float]]:
@@ -94,6 +46,8 @@ def ours(args: argparse.Namespace, threads: int, memory_hz: float | None) -> dic
         warmup=args.warmup,
         seed=args.seed,
         threads=threads,
+        batch=args.batch,
+        ubatch=args.batch,
         memory_hz=memory_hz,  # None = meltbench's default
     )
     if not result.ok:
@@ -102,15 +56,10 @@ def ours(args: argparse.Namespace, threads: int, memory_hz: float | None) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-prompt", type=int, default=256)
-    parser.add_argument("--n-gen", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from fidelity import workload_parser
+
+    args = workload_parser(__doc__.splitlines()[0]).parse_args()
 
     from meltbench.environment import physical_cores
     from meltbench.models.resolve import resolve_model
