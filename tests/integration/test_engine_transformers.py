@@ -281,7 +281,7 @@ def _engine(preset: str):
             "mamba",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="transformers 5.23's Mamba (v1) scan takes no initial state: "
+                reason="transformers 5.23-5.24's Mamba (v1) scan takes no initial state: "
                 "a multi-token forward after cached tokens restarts the SSM state",
             ),
         ),
@@ -397,38 +397,72 @@ def test_gemma_bfloat16_from_exported_folder(gemma_hf):
     check_engine_info(result.engine, "bfloat16", "gemma3_text", GEMMA_PARAMS)
 
 
-def test_greedy_tokens_agree_with_llama_cpp(greedy_pair):
+#: How far below transformers' best logit llama.cpp's greedy token may lie, teacher-forced
+#: on the same tokens. Measured on a 2-core AMD EPYC (Zen 3, AVX2), 5 seeded 64-token
+#: prompts x 16 greedy tokens, llama.cpp with and without flash attention: the difference
+#: between the logits of two of transformers' 16 best tokens differs between the engines
+#: by 0.1 to 0.79 at every position (Q4_K_M weights and 8-bit activations vs float32), so
+#: near ties flip; llama.cpp's token was at most 0.311 below transformers' best (0.199
+#: without flash attention; 0.026 on the Intel Xeon guest this test was written on).
+NEAR_TIE = 1.0
+#: cached decode vs one uncached forward, float32 (the extend test's tolerance).
+SAME_LOGITS = 1e-4
+
+
+@pytest.fixture(scope="module")
+def gemma_float32(gemma_hf) -> Any:
+    """The exported folder in float32, for uncached teacher-forced forwards."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(THREADS)
+    return transformers.AutoModelForCausalLM.from_pretrained(gemma_hf, dtype=torch.float32)
+
+
+def _gaps_below_best(model: Any, generated: list[int]) -> list[float]:
+    """For each generated token: transformers' best logit minus that token's logit, from
+    one uncached forward over the greedy pair's prompt and ``generated``."""
+    import torch
+
+    from meltbench.workloads.synthetic import synthetic_tokens
+
+    prompt = synthetic_tokens(64, GEMMA_VOCAB, 0, 2)
+    with torch.inference_mode():
+        logits = model(torch.tensor([prompt + generated])).logits[0, 63 : 63 + len(generated)]
+    rows = torch.arange(len(generated))
+    return (logits.max(dim=-1).values - logits[rows, generated]).tolist()
+
+
+def test_greedy_tokens_agree_with_llama_cpp(greedy_pair, gemma_float32):
     """Same synthetic prompt (BOS first: both engines add Gemma's BOS, id 2), greedy.
 
-    llama.cpp computes with Q4_K_M weights and 8-bit-quantized activations, transformers
-    with the dequantized weights (rounded to bfloat16 in the folder) in float32. Measured:
-    the first 3 tokens agree, then at index 3 llama.cpp picks transformers' second choice
-    (logits 0.026 apart), after which the sequences differ.
+    The transformers engine's tokens are exactly the greedy continuation that uncached
+    forwards give (its cache continues exactly). llama.cpp computes with Q4_K_M weights
+    and 8-bit-quantized activations, transformers with the dequantized weights (rounded
+    to bfloat16 in the folder) in float32: the sequences agree until a near tie (see
+    ``NEAR_TIE``), where they may part. Where depends on llama.cpp's CPU kernels and
+    flash attention: measured on an Intel Xeon at index 3 (logits 0.026 apart); on an AMD
+    EPYC at index 1 (0.199) without flash attention and at index 0 (0.311: llama.cpp's
+    three best first tokens are 0.06 apart) with it.
     """
     ref, ours = greedy_pair
     assert ref.ok and ours.ok, (ref.failure, ours.failure)
     a, b = ref.repetitions[-1].tokens, ours.repetitions[-1].tokens
     first_diff = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
     print(f"llama.cpp {a}\ntransformers {b}\nfirst difference at index {first_diff}")
-    assert a[:3] == b[:3]
+    own = _gaps_below_best(gemma_float32, b)
+    print("transformers' token below its uncached best:", [round(g, 6) for g in own])
+    assert max(own) < SAME_LOGITS
+    if first_diff is not None:  # after the common prefix, llama.cpp's choice
+        gap = _gaps_below_best(gemma_float32, [*b[:first_diff], a[first_diff]])[-1]
+        print(f"llama.cpp's token at index {first_diff}: {gap:.4f} below transformers' best")
+        assert gap < NEAR_TIE
 
 
-def test_llama_cpp_tokens_are_near_ties_for_transformers(greedy_pair, gemma_hf):
-    """Teacher-forced on llama.cpp's tokens, each of them is within 0.1 (logit units) of
-    transformers' best: where the greedy sequences part, it is on a near tie."""
-    import torch
-    import transformers
-
-    from meltbench.workloads.synthetic import synthetic_tokens
-
+def test_llama_cpp_tokens_are_near_ties_for_transformers(greedy_pair, gemma_float32):
+    """Teacher-forced on llama.cpp's tokens, each of them is within ``NEAR_TIE`` (logit
+    units) of transformers' best: where the greedy sequences part, it is on a near tie."""
     ref, _ = greedy_pair
-    tokens = ref.repetitions[-1].tokens
-    prompt = synthetic_tokens(64, GEMMA_VOCAB, 0, 2)
-    torch.set_num_threads(THREADS)
-    model = transformers.AutoModelForCausalLM.from_pretrained(gemma_hf, dtype=torch.float32)
-    with torch.inference_mode():
-        logits = model(torch.tensor([prompt + tokens])).logits[0, 63 : 63 + len(tokens)]
-    gaps = (logits.max(dim=-1).values - logits[torch.arange(len(tokens)), tokens]).tolist()
+    gaps = _gaps_below_best(gemma_float32, ref.repetitions[-1].tokens)
     print("llama.cpp token's logit below transformers' best:", [round(g, 4) for g in gaps])
-    assert gaps[0] == 0.0
-    assert max(gaps) < 0.1
+    assert max(gaps) < NEAR_TIE

@@ -37,7 +37,6 @@ produces; with it the two engines give identical ids for the whole WikiText-2 te
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from meltbench.accuracy.sources import (
     check_window,
     concat_rows,
 )
+from meltbench.engines.transformers import cache_keyword
 
 __all__ = ["DTYPES", "TransformersLogits"]
 
@@ -80,6 +80,8 @@ class TransformersLogits(LogitsSource):
         ValueError: unknown ``fmt`` or ``dtype``, ``ctx < 2``, ``threads < 1``,
             ``batch < 1``.
         OSError, ValueError (from transformers): model files it cannot read.
+        TypeError: a model whose ``forward`` takes no cache
+            (:func:`meltbench.engines.transformers.cache_keyword`).
     """
 
     engine = "transformers"
@@ -136,8 +138,7 @@ class TransformersLogits(LogitsSource):
         )
         self.n_vocab = int(text_config.vocab_size)
         self.model_type = str(getattr(text_config, "model_type", None) or config.model_type)
-        params = inspect.signature(net.forward).parameters
-        self._cache_kw = "past_key_values" if "past_key_values" in params else "cache_params"
+        self._cache_kw = cache_keyword(net)
         self._chunked = self.model_type not in _ONE_FORWARD
         self._bos = self._find_bos()
 

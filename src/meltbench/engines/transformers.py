@@ -13,11 +13,12 @@ then one single-token forward per further token. The cache is a
 ``transformers.DynamicCache(config=model.config)``: in transformers 5 that one class holds
 the K/V tensors of attention layers (sliding-window layers keep only their window) and the
 convolution and recurrent states of Mamba/Mamba2 layers, so Transformers, SSMs and hybrids
-go through the same loop. Mamba models take it as ``cache_params``, the others as
-``past_key_values``; positions come from the cache length. Each forward runs under
-``torch.inference_mode()``.
+go through the same loop. The keyword it is passed by is read from the model's
+``forward`` signature (:func:`cache_keyword`): ``cache`` since transformers 5.24, before
+that ``cache_params`` for Mamba models and ``past_key_values`` for the others; positions
+come from the cache length. Each forward runs under ``torch.inference_mode()``.
 
-Known limits (of transformers 5.23, not of this loop):
+Known limits (of transformers 5.23 and 5.24, not of this loop):
 
 - Mamba (v1) layers start the prompt's selective scan from a zero state: with
   ``n_depth > 0`` the convolution state of the depth tokens is used but their SSM state is
@@ -47,7 +48,7 @@ from typing import Any
 
 from meltbench.engines.base import Engine, EngineSettings, ModelHandle
 
-__all__ = ["TransformersEngine"]
+__all__ = ["TransformersEngine", "cache_keyword"]
 
 #: model families whose tokenizers prepend BOS by default (see ``bos_token``).
 _ADDS_BOS = frozenset(
@@ -55,6 +56,31 @@ _ADDS_BOS = frozenset(
 )
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:[0-9]+)?)$")
 _PROFILE_PREFIX = "mb.module::"
+#: the names a causal LM's ``forward`` takes its cache by, newest first: ``cache``
+#: (transformers >= 5.24, every model; the old names are deprecated aliases there),
+#: ``past_key_values`` (attention and hybrid models before 5.24), ``cache_params``
+#: (Mamba models before 5.24).
+_CACHE_KEYWORDS = ("cache", "past_key_values", "cache_params")
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword argument by which ``model.forward`` takes its cache.
+
+    The first of ``cache``, ``past_key_values``, ``cache_params`` that the signature of
+    ``model.forward`` names. A name it does not list would land in ``**kwargs`` and be
+    ignored without an error: every forward would then start from an empty cache.
+
+    Raises:
+        TypeError: ``model.forward`` names none of them.
+    """
+    params = inspect.signature(model.forward).parameters
+    for name in _CACHE_KEYWORDS:
+        if name in params:
+            return name
+    raise TypeError(
+        f"{type(model).__name__}.forward takes no cache argument "
+        f"({', '.join(_CACHE_KEYWORDS)}); this transformers version is not supported"
+    )
 
 
 def _default_dtype(device: str) -> str:
@@ -81,7 +107,7 @@ class TransformersEngine(Engine):
         self._torch: Any = None
         self._model: Any = None
         self._cache: Any = None
-        self._cache_kw = "past_key_values"
+        self._cache_kw = _CACHE_KEYWORDS[0]
         self._device = settings.device or "cpu"
         self._dtype = settings.dtype or _default_dtype(self._device)
         self._handle: ModelHandle | None = None
@@ -128,6 +154,7 @@ class TransformersEngine(Engine):
         Raises:
             ValueError: unknown format or preset.
             OSError, ValueError (from transformers): unreadable model files.
+            TypeError: a model whose ``forward`` takes no cache (:func:`cache_keyword`).
         """
         import torch
         import transformers
@@ -152,8 +179,7 @@ class TransformersEngine(Engine):
             raise ValueError(f"transformers engine cannot load format {model.format!r}")
         net = net.to(self._device).eval()
         self._model = net
-        params = inspect.signature(net.forward).parameters
-        self._cache_kw = "past_key_values" if "past_key_values" in params else "cache_params"
+        self._cache_kw = cache_keyword(net)
         self.reset()
         self._sync()
 
