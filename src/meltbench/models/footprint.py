@@ -21,12 +21,20 @@ pattern per architecture (``hparams.set_swa_pattern(n)`` in ``src/llama-model.cp
 layer ``il`` is sliding-window when ``il % n < n - 1``). :data:`SWA_PATTERNS` holds the
 patterns of the architectures we know; a file's own
 ``<arch>.attention.sliding_window_pattern`` array wins when present.
+
+:func:`read_footprint` caches what it read on disk, by (resolved path, size, mtime), under
+``$XDG_CACHE_HOME/meltbench/footprint`` (as :func:`meltbench.models.resolve.cached_gguf_info`
+does): ``gguf.GGUFReader`` parses every metadata array, and Gemma 3's 262,144-entry
+vocabulary alone takes it 12 s on a 2-core machine, on every run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -199,6 +207,34 @@ class ModelFootprint:
         """Plain-dict form (JSON-ready)."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelFootprint:
+        """The footprint :meth:`to_dict` gave (lists back to tuples).
+
+        Raises:
+            KeyError, TypeError, ValueError: not such a dict.
+        """
+        shape = data["attention"]
+        attention = None
+        if shape is not None:
+            attention = AttentionShape(
+                n_layer=int(shape["n_layer"]),
+                n_head_kv=tuple(int(h) for h in shape["n_head_kv"]),
+                head_dim_k=int(shape["head_dim_k"]),
+                head_dim_v=int(shape["head_dim_v"]),
+                n_swa=int(shape["n_swa"]),
+                swa_layers=tuple(bool(v) for v in shape["swa_layers"]),
+            )
+        arch = data["architecture"]
+        return cls(
+            architecture=None if arch is None else str(arch),
+            weights_bytes=int(data["weights_bytes"]),
+            weights_read_per_token_bytes=int(data["weights_read_per_token_bytes"]),
+            token_embd_bytes=int(data["token_embd_bytes"]),
+            tied_embeddings=bool(data["tied_embeddings"]),
+            attention=attention,
+        )
+
 
 def _swa_layers(arch: str, n_layer: int, pattern_field: Any) -> tuple[bool, ...]:
     if pattern_field is not None:
@@ -213,17 +249,40 @@ def _swa_layers(arch: str, n_layer: int, pattern_field: Any) -> tuple[bool, ...]
 
 
 def read_footprint(path: str | os.PathLike[str]) -> ModelFootprint:
-    """Weights and KV dimensions of a GGUF file (header only).
+    """Weights and KV dimensions of a GGUF file (header only), cached on disk by
+    (resolved path, size, mtime) (see the module docstring).
 
     Raises:
         UsageError: the file is not a readable GGUF (see
             :func:`meltbench.models.gguf_info.check_gguf_path`).
     """
+    from meltbench.models.gguf_info import check_gguf_path
+    from meltbench.models.resolve import cache_dir
+
+    file = check_gguf_path(path).resolve()
+    st = file.stat()
+    key = hashlib.sha256(f"{file}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    cache_file = cache_dir() / "footprint" / f"{key}.json"
+    try:
+        return ModelFootprint.from_dict(json.loads(cache_file.read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    footprint = _read_footprint(file)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(footprint.to_dict()))
+        tmp.replace(cache_file)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return footprint
+
+
+def _read_footprint(file: Path) -> ModelFootprint:
+    """:func:`read_footprint` without the cache: parse the header with ``gguf``."""
     import gguf
 
-    from meltbench.models.gguf_info import check_gguf_path
-
-    reader = gguf.GGUFReader(str(check_gguf_path(path)), "r")
+    reader = gguf.GGUFReader(str(file), "r")
 
     def field(key: str) -> Any:
         f = reader.fields.get(key)
