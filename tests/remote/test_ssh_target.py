@@ -29,6 +29,12 @@ from tests.remote.conftest import TARGET, free_port
 pytestmark = pytest.mark.integration
 
 SMALL = dict(n_prompt=64, n_gen=16)
+#: How soon after a fault the host must give the agent's stream up, seconds. Measured on a
+#: 2-core AMD EPYC, also with the tests and a busy loop sharing one core: 0.0 s for a
+#: killed connection or agent, 3.3 s for a hung device (1 s of silence, then the 2 s
+#: liveness check these tests set). A missed fault costs far more: TCP keepalive's ~45 s
+#: for a vanished peer, the 6-hour deadline for a hung device.
+FAULT_NOTICED_S = 20.0
 
 
 def default_model() -> Path:
@@ -297,7 +303,7 @@ def _kill_leftovers(venv: str) -> None:
 def test_disconnect_mid_run_keeps_completed_reps(targets_env, set_up_target, what, monkeypatch):
     """The connection drops (sshd's session processes killed), the agent is killed, or the
     device stops answering with the connection open (sshd stopped): a failed run with the
-    cause and the completed repetitions, within a bounded time."""
+    cause and the completed repetitions, the fault noticed within ``FAULT_NOTICED_S``."""
     from meltbench.targets import remote_run
 
     monkeypatch.setattr(remote_run, "LIVENESS_INTERVAL_S", 1.0)
@@ -305,6 +311,17 @@ def test_disconnect_mid_run_keeps_completed_reps(targets_env, set_up_target, wha
     venv = str(targets_env.workdir / "venv")
     master = targets_env.proc.pid
     hit: list[psutil.Process] = []
+    fault_at: list[float] = []
+    agent_returned_at: list[float] = []
+    run_agent = remote_run.run_agent
+
+    def timed_run_agent(*args, **kwargs):
+        try:
+            return run_agent(*args, **kwargs)
+        finally:
+            agent_returned_at.append(time.monotonic())
+
+    monkeypatch.setattr(remote_run, "run_agent", timed_run_agent)
 
     def on_event(event):
         if event.get("event") == "rep" and event.get("kind") == "timed" and not hit:
@@ -321,12 +338,11 @@ def test_disconnect_mid_run_keeps_completed_reps(targets_env, set_up_target, wha
             for p in victims:
                 hit.append(p)
                 p.send_signal(signal.SIGSTOP if what == "hung" else signal.SIGKILL)
+            fault_at.append(time.monotonic())
 
-    t0 = time.monotonic()
     try:
         result = meltbench.run(target=TARGET, reps=8, on_event=on_event, **SMALL)
     finally:
-        elapsed = time.monotonic() - t0
         for p in hit:  # the stopped sshd processes of this test
             try:
                 p.kill()
@@ -344,7 +360,10 @@ def test_disconnect_mid_run_keeps_completed_reps(targets_env, set_up_target, wha
     timed = [r for r in result.repetitions if r.kind == "timed"]
     assert 1 <= len(timed) < 8  # what completed is kept
     assert result.metrics["ttft_ms"].n == len(timed)
-    assert elapsed < 60
+    # from the fault to the host giving the stream up (not the whole run: its start-up and
+    # the result built afterwards take 50 to 70 s on a loaded 2-core machine)
+    assert fault_at and agent_returned_at
+    assert agent_returned_at[0] - fault_at[0] < FAULT_NOTICED_S
 
 
 def test_model_named_like_an_injection_runs_nothing_else(
