@@ -188,13 +188,21 @@ def main() -> None:
     if args.wrapper:
         arms["wrapper"] = lambda: child(WRAPPER_CHILD, path, args, threads)
     samples: dict[str, dict[str, list[float]]] = {a: {} for a in arms}
+    paired: dict[str, list[float]] = {"prefill_tps": [], "decode_tps": []}
     names = list(arms)
     t0 = time.time()
     for rnd in range(args.rounds):
         order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        this_round: dict[str, dict[str, list[float]]] = {}
         for name in order:
-            for metric, values in arms[name]().items():
+            this_round[name] = arms[name]()
+            for metric, values in this_round[name].items():
                 samples[name].setdefault(metric, []).extend(values)
+        for metric, ratios in paired.items():  # engine / bare within one round
+            ratios.append(
+                statistics.median(this_round["engine"][metric])
+                / statistics.median(this_round["bare"][metric])
+            )
         print(f"round {rnd + 1}/{args.rounds} done ({time.time() - t0:.0f} s)", file=sys.stderr)
 
     med = {a: {m: statistics.median(v) for m, v in ms.items() if v} for a, ms in samples.items()}
@@ -208,7 +216,11 @@ def main() -> None:
         print(f"{arm:<12}{m['prefill_tps']:>16.2f}{m['decode_tps']:>16.2f}{sample:>12}")
     for metric in ("prefill_tps", "decode_tps"):
         ratio = med["engine"][metric] / med["bare"][metric]
-        print(f"ratio engine/bare {metric}: {ratio:.4f} (target >= 0.98)")
+        rounds = ", ".join(f"{r:.3f}" for r in paired[metric])
+        print(
+            f"ratio engine/bare {metric}: {ratio:.4f} (target >= 0.98); per round: {rounds}; "
+            f"median of rounds {statistics.median(paired[metric]):.4f}"
+        )
     sample_ms = med["generation"].get("sample_ms", 0.0)
     predicted = 1.0 / (1.0 / med["bare"]["decode_tps"] + sample_ms / 1000.0)
     ratio = med["generation"]["decode_tps"] / predicted
