@@ -441,7 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.add_argument("model", help="alias, GGUF file, or Hugging Face folder")
     conv.add_argument("--to", required=True, choices=("hf", "onnx", "gguf"), help="target format")
-    conv.add_argument("--output", required=True, help="folder to create")
+    conv.add_argument(
+        "--output",
+        required=True,
+        help="hf, onnx: the folder to create; gguf: the .gguf file to write (must not exist)",
+    )
     conv.add_argument(
         "--dtype", help="hf: bfloat16 (default)/float32; onnx: int4/fp32; gguf: Q4_0, Q8_0, ..."
     )

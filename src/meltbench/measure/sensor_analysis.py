@@ -169,7 +169,8 @@ def analyze_sensors(
         out.single["peak_gpu_memory_bytes"] = gpu_mem
 
     out.warnings = _warnings(energy_channels, reps, hz, achieved_hz, device_state or {})
-    if any(w.code == "charging" for w in out.warnings):
+    out.warnings += _stuck_counter_warnings(series, energy_channels)
+    if any(w.code in ("charging", "energy_counter_stuck") for w in out.warnings):
         info["energy_valid"] = False
     elif energy_channels:
         info["energy_valid"] = True
@@ -221,6 +222,32 @@ def _warnings(
                 "lower --sensor-hz, or check for a slow sensor (NVML, remote files)",
             )
         )
+    return warns
+
+
+def _stuck_counter_warnings(
+    series: SensorSeries, energy_channels: Sequence[Any]
+) -> list[BenchWarning]:
+    """One ``energy_counter_stuck`` warning per energy counter whose readings never changed
+    over a run that lasted at least two readings: its 0 J is not a measurement (a counter
+    the VM or firmware does not update, e.g. RAPL exposed but frozen by a hypervisor)."""
+    warns = []
+    for ch in energy_channels:
+        if ch.kind != "energy":
+            continue
+        column = [v for v in series.values[series.index(ch.name)] if v is not None]
+        if len(column) >= 2 and column[0] == column[-1] and len(set(column)) == 1:
+            warns.append(
+                BenchWarning(
+                    "energy_counter_stuck",
+                    f"the energy counter {ch.name} did not advance during the run "
+                    f"({len(column)} readings of {column[0]:g} J): its energy figures of "
+                    "0 J are not measurements",
+                    "check that the counter works on this machine (a VM may expose RAPL "
+                    "without updating it), or drop it with --sensors",
+                    "energy_j",
+                )
+            )
     return warns
 
 

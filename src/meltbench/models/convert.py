@@ -77,7 +77,8 @@ def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
     Args:
         ref: alias or path of the source.
         to: ``hf`` (from GGUF) or ``onnx`` (from GGUF or an HF folder).
-        output: folder to create (must not exist).
+        output: ``hf``, ``onnx``: the folder to create; ``gguf``: the ``.gguf`` file to
+            write. It must not exist.
         dtype: ``hf``: ``bfloat16`` (default) or ``float32``; ``onnx``: ``int4``
             (default) or ``fp32``; ``gguf``: the quantization type (required).
 

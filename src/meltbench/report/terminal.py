@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from meltbench.results.schema import RunResult
 from meltbench.results.tables import NUMERIC_COLUMNS, bench_columns, bench_rows, format_bytes
@@ -105,7 +107,7 @@ def print_bench_table(results: Sequence[RunResult], console: Console) -> None:
         table.add_column(col, justify="right" if col in NUMERIC_COLUMNS else "left")
     for result in results:
         for row in bench_rows(result):
-            table.add_row(*(row[c] for c in columns))
+            table.add_row(*(Text(row[c]) for c in columns))  # names are data, not markup
     console.print(table)
 
 
@@ -149,7 +151,7 @@ def print_run_details(result: RunResult, console: Console) -> None:
             f"{(mem.get('achieved_hz') or 0):.0f} Hz)"
         )
     for line in lines:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     print_sensor_status(result, console)
     if result.profile:
         print_profile(result.profile, console)
@@ -277,7 +279,8 @@ def print_sensor_status(result: RunResult, console: Console) -> None:
     if missing:
         console.print("sensors not available:", highlight=False)
         for p in missing:
-            console.print(f"  {p['sensor']}: {p.get('reason', '')}", highlight=False)
+            # reasons hold install hints like pip install 'meltbench[nvidia]': not markup
+            console.print(f"  {p['sensor']}: {p.get('reason', '')}", highlight=False, markup=False)
 
 
 def print_sensors(
@@ -301,7 +304,7 @@ def print_sensors(
             if values and i < len(values) and values[i] is not None:
                 text += f" = {values[i]:.6g}"
             chans.append(text)
-        table.add_row(probe.sensor, status, "\n".join(chans) or "-", probe.reason)
+        table.add_row(probe.sensor, status, Text("\n".join(chans) or "-"), Text(probe.reason))
     console.print(table)
     shown = {k: v for k, v in device_state.items() if v not in (None, [], {})}
     if shown:
@@ -373,9 +376,10 @@ def print_profile(profile: dict[str, Any], console: Console) -> None:
 def print_warnings(result: RunResult, console: Console) -> None:
     """The run's typed warnings (code, message, advice), then its failure cause if any."""
     for w in result.warnings:
-        console.print(f"[yellow]warning[/] [{w['code']}] {w['message']} -- {w['advice']}")
+        text = escape(f"[{w['code']}] {w['message']} -- {w['advice']}")
+        console.print(f"[yellow]warning[/] {text}")
     if result.failure:
-        console.print(f"[bold red]run failed:[/] {result.failure}")
+        console.print(f"[bold red]run failed:[/] {escape(result.failure)}")
 
 
 def print_runs_list(rows: Sequence[dict[str, Any]], console: Console) -> None:
