@@ -541,11 +541,9 @@ def _roofline_of(
     for name, vals in values.items():
         metrics[name] = summarize(vals)
     if bandwidth is not None:
-        by_threads = bandwidth.results.get("read") or {}
-        fitting = [t for t in by_threads if t <= threads]
         section["bandwidth"] = {
             "kernel": "read",
-            "threads": max(fitting) if fitting else min(by_threads, default=None),
+            "threads": bandwidth.threads_for(threads),
             "method": bandwidth.method,
             "host": bandwidth.host,
             "measured_at": bandwidth.measured_at,

@@ -96,16 +96,24 @@ class BandwidthResult:
     host: str = ""
     measured_at: str = ""
 
+    def threads_for(self, threads: int, kernel: str = "read") -> int | None:
+        """The measured thread count that stands for ``threads``: the largest not above
+        it, else the smallest measured; None when ``kernel`` was not measured."""
+        by_threads = self.results.get(kernel) or {}
+        if not by_threads:
+            return None
+        fitting = [t for t in by_threads if t <= threads]
+        return max(fitting) if fitting else min(by_threads)
+
     def best(self, kernel: str = "read", threads: int | None = None) -> float | None:
-        """Bytes/s of ``kernel``: at ``threads`` (the largest measured count not above
-        it), or the best over all thread counts when ``threads`` is None."""
+        """Bytes/s of ``kernel``: at ``threads`` (see :meth:`threads_for`), or the best
+        over all thread counts when ``threads`` is None."""
         by_threads = self.results.get(kernel) or {}
         if not by_threads:
             return None
         if threads is None:
             return max(by_threads.values())
-        fitting = [t for t in by_threads if t <= threads]
-        return by_threads[max(fitting)] if fitting else by_threads[min(by_threads)]
+        return by_threads[self.threads_for(threads, kernel)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (thread counts become strings)."""
