@@ -278,6 +278,27 @@ def test_default_model_benchmark_matches_a_local_run(targets_env, set_up_target,
     assert again["seconds"] < 5
 
 
+def test_bandwidth_is_measured_on_the_device(targets_env, set_up_target, tmp_path, monkeypatch):
+    """``meltbench bandwidth --target`` runs the kernels in the device's venv, and the
+    figure is cached under the target's name (the roof of its later runs)."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "meltbench.cli", "bandwidth", "--target", TARGET]
+    cmd += ["--threads", "1", "--size-mib", "32", "--trials", "1", "-f", "json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["results"]["read"]["1"] > 1e9 and data["size_bytes"] == 32 * 1024**2
+    monkeypatch.setenv("XDG_CACHE_HOME", env["XDG_CACHE_HOME"])
+    from meltbench.measure.bandwidth import cached_bandwidth
+
+    cached = cached_bandwidth(TARGET)
+    assert cached is not None and cached.best("read", 1) == data["results"]["read"]["1"]
+
+
 def _session_processes(venv: str) -> list[psutil.Process]:
     """The agent processes this test session started in its device venv."""
     found = []
