@@ -24,12 +24,22 @@ warmup: 0
 """
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts background jobs (`./scripts/test.sh &`) with
+    # SIGINT ignored, children inherit that, and Python then installs no KeyboardInterrupt
+    # handler: the sweep ran to the end and exited 0 (seen twice in full-suite runs started
+    # that way). The test is about a Ctrl-C reaching the sweep, so it starts it with
+    # SIGINT at its default, as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "meltbench.cli", "sweep", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -99,12 +109,16 @@ def test_resume_detects_a_changed_file(tmp_path):
 
 
 def test_failed_point_is_stored_with_its_cause_and_the_sweep_goes_on(tmp_path):
-    # With a 700 MiB address-space cap, n_batch 512 fails (llama-cpp-python reserves an
-    # n_batch x n_vocab float32 array: 512 MiB) while n_batch 64 fits.
+    # llama.cpp reserves its compute buffer for n_ubatch rows of n_vocab float32 logits
+    # (1 MiB per row for Gemma 3): with pp400 and an 850 MiB address-space cap, n_batch 512
+    # (clamped to the 402-token context) fails and n_batch 64 fits. Measured here: 512
+    # fails with "failed to allocate compute pp buffers", 64 runs. (Before meltbench went
+    # to llama.cpp's C API, llama-cpp-python's 512 MiB logits array made pp16 at 700 MiB
+    # do the same.)
     exp = tmp_path / "exp.yaml"
     exp.write_text(
-        "name: oom\nbatch: [512, 64]\nn_prompt: 16\nn_gen: 2\nreps: 1\nwarmup: 0\n"
-        "memory_limit: 700MiB\n"
+        "name: oom\nbatch: [512, 64]\nn_prompt: 400\nn_gen: 2\nreps: 1\nwarmup: 0\n"
+        "memory_limit: 850MiB\n"
     )
     db = tmp_path / "runs.db"
     proc = sweep(str(exp), "--db", str(db), "-q", "-f", "json")
@@ -148,13 +162,13 @@ def test_command_line_lists_and_bad_point(tmp_path):
 
 
 def test_max_context_search_from_an_experiment(tmp_path):
-    # llama-cpp-python reserves 512 MiB (n_batch x n_vocab floats) and llama.cpp's output
-    # buffer grows ~1 MiB per token of context below n_batch: with a 1300 MiB cap the
-    # boundary lies between 64 and 512 tokens on this model.
+    # llama.cpp's compute buffer grows ~1 MiB per token of context below n_batch: with a
+    # 788 MiB cap the boundary lies between 64 and 512 tokens on this model (720 MiB puts
+    # it at 203/204, see test_max_context.py; 788 MiB about 68 tokens higher).
     exp = tmp_path / "exp.yaml"
     exp.write_text(
         "name: maxctx\nn_prompt: 64\nn_gen: 2\nreps: 1\nwarmup: 0\nthreads: 2\n"
-        "memory_limit: 1300MiB\nsearch:\n  max_context: {lo: 64, hi: 512, multiple_of: 64}\n"
+        "memory_limit: 788MiB\nsearch:\n  max_context: {lo: 64, hi: 512, multiple_of: 64}\n"
     )
     db = tmp_path / "runs.db"
     proc = sweep(str(exp), "--db", str(db), "-q", "-f", "json")
@@ -174,7 +188,7 @@ def test_max_context_search_runs_on_each_quant_variant(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text(
         "name: maxctx-quant\nquant: [Q4_0]\nn_prompt: 64\nn_gen: 2\nreps: 1\nwarmup: 0\n"
-        "threads: 2\nmemory_limit: 1300MiB\n"
+        "threads: 2\nmemory_limit: 788MiB\n"
         "search:\n  max_context: {lo: 64, hi: 512, multiple_of: 64}\n"
     )
     db = tmp_path / "runs.db"

@@ -50,6 +50,8 @@ _KV_LINE = re.compile(
     r"K \((\w+)\):\s*([\d.]+) MiB, V \((\w+)\):\s*([\d.]+) MiB"
 )
 _FA_AUTO = re.compile(r"Flash Attention (enabled|not supported)")
+#: what llama.cpp logs when an allocation failed (then load raises MemoryError, the cause)
+_ALLOCATION_FAILED = ("failed to allocate", "bad_alloc", "out of memory", "cannot allocate")
 #: argmax calls timed after each request in ``engine`` timing, to report the sampling cost
 SAMPLE_PROBES = 16
 
@@ -272,8 +274,10 @@ class LlamaCppEngine(Engine):
         """Load the GGUF file and create a context of ``settings.n_ctx`` tokens.
 
         Raises:
-            RuntimeError: llama.cpp cannot load the model or create the context (the
-                reason llama.cpp logged is in the worker's stderr).
+            MemoryError: llama.cpp logged that an allocation failed (e.g. under
+                ``--memory-limit``), with its line.
+            RuntimeError: llama.cpp cannot load the model or create the context for
+                another reason (the last error line llama.cpp logged is in the message).
         """
         import llama_cpp as lib
 
@@ -301,9 +305,10 @@ class LlamaCppEngine(Engine):
         mark = _LOG.mark()
         self._model = lib.llama_model_load_from_file(str(model.path).encode(), mp)
         if not self._model:
-            raise RuntimeError(
-                f"llama.cpp could not load the model {model.path}{_LOG.last_error(mark)}"
-            )
+            why = _LOG.last_error(mark)
+            if any(m in why.lower() for m in _ALLOCATION_FAILED):
+                raise MemoryError(f"llama.cpp could not allocate the model {model.path}{why}")
+            raise RuntimeError(f"llama.cpp could not load the model {model.path}{why}")
 
         cp = lib.llama_context_default_params()
         cp.n_ctx = s.n_ctx
@@ -322,9 +327,12 @@ class LlamaCppEngine(Engine):
                 setattr(cp, key, bool(opts[key]))
         self._ctx = lib.llama_init_from_model(self._model, cp)
         if not self._ctx:
+            why = _LOG.last_error(mark)
+            if any(m in why.lower() for m in _ALLOCATION_FAILED):
+                raise MemoryError(f"llama.cpp could not allocate the context{why}")
             raise RuntimeError(
                 "llama.cpp could not create the context; try a smaller --ctx or other -o "
-                f"options{_LOG.last_error(mark)}"
+                f"options{why}"
             )
         logged = _LOG.lines[mark:]
         self._kv = parse_kv_cache_log(logged)
