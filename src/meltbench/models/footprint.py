@@ -30,8 +30,6 @@ vocabulary alone takes it 12 s on a 2-core machine, on every run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -257,25 +255,10 @@ def read_footprint(path: str | os.PathLike[str]) -> ModelFootprint:
             :func:`meltbench.models.gguf_info.check_gguf_path`).
     """
     from meltbench.models.gguf_info import check_gguf_path
-    from meltbench.models.resolve import cache_dir
+    from meltbench.models.resolve import file_cached
 
     file = check_gguf_path(path).resolve()
-    st = file.stat()
-    key = hashlib.sha256(f"{file}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-    cache_file = cache_dir() / "footprint" / f"{key}.json"
-    try:
-        return ModelFootprint.from_dict(json.loads(cache_file.read_text()))
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    footprint = _read_footprint(file)
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(footprint.to_dict()))
-        tmp.replace(cache_file)
-    except OSError:
-        pass  # a read-only cache only costs time
-    return footprint
+    return file_cached(file, "footprint", _read_footprint, ModelFootprint.from_dict)
 
 
 def _read_footprint(file: Path) -> ModelFootprint:

@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,24 +116,41 @@ def _alias_path(name: str) -> Path:
         ) from exc
 
 
-def cached_gguf_info(path: Path) -> GGUFInfo:
-    """GGUF header facts of ``path``, cached by (path, size, mtime) (see module docstring)."""
+def file_cached(
+    path: Path,
+    kind: str,
+    compute: Callable[[Path], Any],
+    decode: Callable[[dict[str, Any]], Any],
+) -> Any:
+    """``compute(path)``, cached as JSON under ``cache_dir()/kind`` by (path, size, mtime).
+
+    The value must have ``to_dict()``; ``decode`` turns that dict back into the value. A
+    missing or damaged entry is computed again; a read-only cache only costs time.
+
+    Raises:
+        whatever ``compute`` raises (e.g. UsageError for a file it cannot read).
+    """
     st = path.stat()
     key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-    cache_file = cache_dir() / "gguf-info" / f"{key}.json"
+    cache_file = cache_dir() / kind / f"{key}.json"
     try:
-        return GGUFInfo(**json.loads(cache_file.read_text()))
-    except (OSError, ValueError, TypeError):
+        return decode(json.loads(cache_file.read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
         pass
-    info = read_gguf_info(path)
+    value = compute(path)
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(info.to_dict()))
+        tmp.write_text(json.dumps(value.to_dict()))
         tmp.replace(cache_file)
     except OSError:
-        pass  # a read-only cache only costs time
-    return info
+        pass
+    return value
+
+
+def cached_gguf_info(path: Path) -> GGUFInfo:
+    """GGUF header facts of ``path``, cached by (path, size, mtime) (see module docstring)."""
+    return file_cached(path, "gguf-info", read_gguf_info, lambda d: GGUFInfo(**d))
 
 
 _CONVERT_HINT = {
