@@ -66,7 +66,14 @@ def test_same_settings_flag_no_regression(runs):
     db, (one_a, quiet), (one_b, _), _ = runs
     if not quiet:
         pytest.skip(f"machine too busy for a stable 1-thread run: {_noise(one_a) or _noise(one_b)}")
-    code, out = compare(one_a.run_id[:8], one_b.run_id[:8], "--db", str(db), "-f", "json")
+    # Two runs of the same settings in fresh processes differ by more than their
+    # repetitions do: measured on a CI machine (2-vCPU AMD EPYC), back-to-back 1-thread
+    # runs gave e2e_ms x1.051 and itl_ms x1.064 with CIs excluding 1, i.e. drift between
+    # processes that no within-run interval can see. That is what --threshold is for; a
+    # gate on this machine needs 10%.
+    code, out = compare(
+        one_a.run_id[:8], one_b.run_id[:8], "--db", str(db), "-f", "json", "--threshold", "0.10"
+    )
     doc = json.loads(out)
     verdicts = {m["metric"]: m["verdict"] for m in doc["points"][0]["metrics"]}
     ratios = {m["metric"]: round(m["ratio"], 3) for m in doc["points"][0]["metrics"]}

@@ -1,4 +1,5 @@
 import math
+import random
 
 import pytest
 
@@ -79,11 +80,56 @@ def test_summarize_exact_values():
     assert s.stddev == pytest.approx(math.sqrt(32 / 7))
     assert (s.min, s.max) == (2.0, 9.0)
     assert s.p90 == pytest.approx(7.6)  # h = 6.3 -> 7 + 0.3 * 2
-    half = 2.364624252 * math.sqrt(32 / 7) / math.sqrt(8)  # t(0.975, 7)
-    assert s.ci95_low == pytest.approx(5.0 - half, rel=1e-8)
-    assert s.ci95_high == pytest.approx(5.0 + half, rel=1e-8)
+    # every sample > 0: the modified Cox interval on ln(x) (Olsson 2005), by hand
+    logs = [math.log(v) for v in s.samples]
+    ybar = sum(logs) / 8
+    s2 = sum((y - ybar) ** 2 for y in logs) / 7
+    half = 2.364624252 * math.sqrt(s2 / 8 + s2**2 / 14)  # t(0.975, 7)
+    assert s.ci_method == "lognormal-cox"
+    assert s.ci95_low == pytest.approx(math.exp(ybar + s2 / 2 - half), rel=1e-8)
+    assert s.ci95_high == pytest.approx(math.exp(ybar + s2 / 2 + half), rel=1e-8)
     assert s.samples == (2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0)
     assert s.cv == pytest.approx(math.sqrt(32 / 7) / 5.0)
+
+
+def test_a_sample_with_a_value_at_or_below_zero_gets_student_t():
+    # net energy above idle can be negative: the interval of the mean is Student's t
+    s = summarize([-3.0, -1.0, -1.0, -1.0, 0.0, 0.0, 2.0, 4.0])  # the sample above, - 5
+    half = 2.364624252 * math.sqrt(32 / 7) / math.sqrt(8)  # t(0.975, 7)
+    assert s.ci_method == "student-t"
+    assert s.ci95_low == pytest.approx(0.0 - half, abs=1e-8)
+    assert s.ci95_high == pytest.approx(0.0 + half, abs=1e-8)
+
+
+def test_no_bound_of_a_positive_metric_is_negative():
+    # A loaded machine's TTFTs (ms): one request 10x slower. Student's t gave
+    # [-145.9, 3080.4] for a sample like this (issue 20); a duration cannot be negative.
+    ttft = [310.0, 295.0, 5350.0, 301.0, 1080.0]
+    s = summarize(ttft)
+    t_half = 2.776445105 * s.stddev / math.sqrt(5)
+    assert s.mean - t_half < 0  # the old interval left the possible range
+    assert 0 < s.ci95_low < s.median < s.mean < s.ci95_high
+    rng = random.Random(7)
+    for _ in range(500):
+        n = rng.randint(2, 12)
+        sample = [rng.lognormvariate(3.0, rng.uniform(0.01, 2.0)) for _ in range(n)]
+        s = summarize(sample)
+        assert 0 < s.ci95_low <= s.ci95_high
+
+
+def test_constant_positive_sample_has_a_zero_width_interval():
+    s = summarize([4.0, 4.0, 4.0])
+    assert s.ci95_low == pytest.approx(4.0, rel=1e-12)
+    assert s.ci95_high == pytest.approx(4.0, rel=1e-12)
+
+
+def test_groups_partition_the_samples():
+    s = summarize([1.0, 2.0, 3.0, 10.0, 20.0], groups=[3, 2])
+    assert s.groups == (3, 2)
+    assert s.per_group_medians() == [2.0, 15.0]
+    assert summarize([1.0, 2.0]).per_group_medians() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="partition"):
+        summarize([1.0, 2.0], groups=[3])
 
 
 def test_summarize_single_value_has_no_spread():

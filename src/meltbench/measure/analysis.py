@@ -5,7 +5,9 @@ touches a clock, a process or a file, so every number can be checked exactly in 
 
 - Per-request metrics (``ttft_ms``, ``prefill_tps``, ``decode_tps``, ``tpot_ms``,
   ``e2e_ms``) are summarized over the timed repetitions, one sample per repetition.
-- ``itl_ms`` pools every inter-token gap of every timed repetition.
+- ``itl_ms`` pools every inter-token gap of every timed repetition; its summary keeps
+  how many gaps each repetition gave (``groups``), since the repetition, not the gap,
+  is the unit of replication when two runs are compared.
 - The engine's own rates are ``n_p_eval / t_p_eval`` and ``n_eval / t_eval`` per
   repetition (llama.cpp's perf context), summarized the same way; ``fidelity`` is the
   ratio of our median to the engine's median.
@@ -59,8 +61,11 @@ def _metrics_of(rep: dict[str, Any], n_prompt: int) -> RequestMetrics:
     return request_metrics(rep["t_start_ns"], rep["token_ns"], n_prompt)
 
 
-def _summaries(values: dict[str, list[float]]) -> dict[str, Summary]:
-    return {name: summarize(vals) for name, vals in values.items() if vals}
+def _summaries(
+    values: dict[str, list[float]], groups: dict[str, list[int]] | None = None
+) -> dict[str, Summary]:
+    groups = groups or {}
+    return {name: summarize(vals, groups.get(name)) for name, vals in values.items() if vals}
 
 
 def analyze_reps(
@@ -85,6 +90,7 @@ def analyze_reps(
     result = Analysis()
     values: dict[str, list[float]] = {name: [] for name in _PER_REQUEST}
     values["itl_ms"] = []
+    itl_groups: list[int] = []
     values["engine_prefill_tps"] = []
     values["engine_decode_tps"] = []
     values["sample_ms"] = []
@@ -97,6 +103,8 @@ def analyze_reps(
             if value is not None:
                 values[name].append(value)
         values["itl_ms"].extend(m.itl_ms)
+        if m.itl_ms:
+            itl_groups.append(len(m.itl_ms))
         eng_prefill, eng_decode = engine_rates(rep.get("counters"))
         if eng_prefill is not None:
             values["engine_prefill_tps"].append(eng_prefill)
@@ -109,7 +117,7 @@ def analyze_reps(
         values["load_ms"] = [load_ns / 1e6]
     if peak_rss_bytes is not None:
         values["peak_rss_bytes"] = [float(peak_rss_bytes)]
-    result.metrics = _summaries(values)
+    result.metrics = _summaries(values, {"itl_ms": itl_groups})
 
     if reps:
         first = _metrics_of(reps[0], n_prompt)

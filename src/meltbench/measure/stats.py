@@ -6,9 +6,17 @@ Every summary keeps its raw samples. Definitions:
 - ``median``, ``p90`` and ``p99`` use linear interpolation between closest ranks,
   Hyndman & Fan (1996) definition 7, the default of NumPy's ``percentile`` and R's
   ``quantile``.
-- The 95% confidence interval is for the mean, from Student's t distribution:
-  ``mean +- t(0.975, n - 1) * stddev / sqrt(n)`` (Student 1908). It assumes roughly
-  normal, independent repetitions; with n < 2 it is undefined (``None``).
+- The 95% confidence interval is for the mean; with n < 2 it is undefined (``None``).
+  When every sample is > 0 (durations, rates, bytes, energies: quantities that cannot
+  be negative) it is the *modified Cox* interval for the mean of a log-normal
+  distribution, ``exp(ybar + s2/2 +- t(0.975, n - 1) * sqrt(s2/n + s2**2 / (2(n - 1))))``
+  with ``ybar``, ``s2`` the mean and sample variance of ``ln(x)`` (Olsson 2005,
+  "Confidence intervals for the mean of a log-normal distribution", *J. Statistics
+  Education* 13(1); Zhou & Gao 1997, *Statistics in Medicine* 16:783-790). Both bounds
+  are > 0, and the interval widens upward for right-skewed timings, as they are. A
+  sample with a value <= 0 (net energy above idle can be negative) gets Student's t
+  interval ``mean +- t(0.975, n - 1) * stddev / sqrt(n)`` (Student 1908). Both assume
+  independent repetitions. :attr:`Summary.ci_method` says which was used.
 - Outliers use the modified z-score of Iglewicz & Hoaglin (1993),
   ``0.6745 * (x - median) / MAD``, as hyperfine does.
 """
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Summary",
+    "mean_ci95",
     "modified_zscores",
     "percentile",
     "student_t_cdf",
@@ -37,9 +46,16 @@ class Summary:
         n: number of samples.
         mean, median, stddev, min, max, p90, p99: in the metric's own unit. ``stddev``
             is ``None`` for n < 2.
-        ci95_low, ci95_high: 95% confidence interval of the mean (Student's t); ``None``
-            for n < 2.
+        ci95_low, ci95_high: 95% confidence interval of the mean (see the module
+            docstring); ``None`` for n < 2.
         samples: the raw values, in measurement order.
+        groups: for a metric with several samples per repetition (``itl_ms``: one per
+            token gap), the number of samples of each repetition, in order
+            (``sum(groups) == n``); ``None`` when each sample is its own repetition.
+            The repetition, not the sample, is the unit of replication of such a
+            metric (see :meth:`per_group_medians`).
+        ci_method: ``lognormal-cox`` (every sample > 0), ``student-t`` or ``None``
+            (n < 2).
     """
 
     n: int
@@ -53,6 +69,25 @@ class Summary:
     ci95_low: float | None
     ci95_high: float | None
     samples: tuple[float, ...] = field(repr=False)
+    groups: tuple[int, ...] | None = field(default=None, repr=False)
+    ci_method: str | None = None
+
+    def per_group_medians(self) -> list[float]:
+        """One value per unit of replication: each group's median when ``groups`` is set
+        (type-7 median of that repetition's samples), else the samples themselves.
+
+        Raises:
+            ValueError: ``groups`` does not add up to ``n`` or has an empty group.
+        """
+        if self.groups is None:
+            return list(self.samples)
+        if sum(self.groups) != len(self.samples) or any(g < 1 for g in self.groups):
+            raise ValueError(f"groups {self.groups} do not partition {len(self.samples)} samples")
+        out, start = [], 0
+        for size in self.groups:
+            out.append(percentile(self.samples[start : start + size], 50.0))
+            start += size
+        return out
 
     @property
     def cv(self) -> float | None:
@@ -75,13 +110,18 @@ class Summary:
             "ci95_low": self.ci95_low,
             "ci95_high": self.ci95_high,
             "samples": list(self.samples),
+            "groups": list(self.groups) if self.groups is not None else None,
+            "ci_method": self.ci_method,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Summary:
-        """Inverse of :meth:`to_dict`. Raises ``KeyError`` on a missing field."""
+        """Inverse of :meth:`to_dict` (``groups`` and ``ci_method`` may be absent: results
+        written before they existed). Raises ``KeyError`` on a missing field."""
         values = dict(data)
         values["samples"] = tuple(values["samples"])  # type: ignore[arg-type]
+        if values.get("groups") is not None:
+            values["groups"] = tuple(values["groups"])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -201,14 +241,43 @@ def student_t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def summarize(values: Sequence[float]) -> Summary:
+def mean_ci95(samples: Sequence[float]) -> tuple[float, float, str] | None:
+    """95% confidence interval of the mean: ``(low, high, method)``, None for n < 2.
+
+    ``method`` is ``lognormal-cox`` when every sample is > 0 (modified Cox interval,
+    Olsson 2005; both bounds > 0) else ``student-t`` (see the module docstring). A
+    sample of identical positive values gives ``(x, x)``.
+    """
+    n = len(samples)
+    if n < 2:
+        return None
+    t = student_t_quantile(0.975, n - 1)
+    if all(v > 0 for v in samples):
+        logs = [math.log(v) for v in samples]
+        ybar = math.fsum(logs) / n
+        s2 = math.fsum((y - ybar) ** 2 for y in logs) / (n - 1)
+        if s2 == 0.0:  # identical values: exactly that value, without exp(log(x)) rounding
+            return samples[0], samples[0], "lognormal-cox"
+        half = t * math.sqrt(s2 / n + s2 * s2 / (2 * (n - 1)))
+        centre = ybar + s2 / 2
+        return math.exp(centre - half), math.exp(centre + half), "lognormal-cox"
+    mean = math.fsum(samples) / n
+    stddev = math.sqrt(math.fsum((v - mean) ** 2 for v in samples) / (n - 1))
+    half = t * stddev / math.sqrt(n)
+    return mean - half, mean + half, "student-t"
+
+
+def summarize(values: Sequence[float], groups: Sequence[int] | None = None) -> Summary:
     """Summarize raw samples: n, mean, median, stddev, min, max, p90, p99, 95% CI.
 
     Args:
         values: one value per repetition (or per token gap), any unit; at least one.
+        groups: with several samples per repetition, how many each repetition gave, in
+            order (see :attr:`Summary.groups`).
 
     Raises:
-        ValueError: if ``values`` is empty or contains a NaN or infinity.
+        ValueError: if ``values`` is empty or contains a NaN or infinity, or ``groups``
+            does not partition it.
     """
     samples = tuple(float(v) for v in values)
     if not samples:
@@ -216,15 +285,13 @@ def summarize(values: Sequence[float]) -> Summary:
     if any(not math.isfinite(v) for v in samples):
         raise ValueError("samples must be finite numbers")
     n = len(samples)
+    if groups is not None and (sum(groups) != n or any(g < 1 for g in groups)):
+        raise ValueError(f"groups {list(groups)} do not partition {n} samples")
     mean = math.fsum(samples) / n
     stddev: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
     if n >= 2:
-        var = math.fsum((v - mean) ** 2 for v in samples) / (n - 1)
-        stddev = math.sqrt(var)
-        half = student_t_quantile(0.975, n - 1) * stddev / math.sqrt(n)
-        ci_low, ci_high = mean - half, mean + half
+        stddev = math.sqrt(math.fsum((v - mean) ** 2 for v in samples) / (n - 1))
+    ci = mean_ci95(samples)
     return Summary(
         n=n,
         mean=mean,
@@ -234,9 +301,11 @@ def summarize(values: Sequence[float]) -> Summary:
         max=max(samples),
         p90=percentile(samples, 90.0),
         p99=percentile(samples, 99.0),
-        ci95_low=ci_low,
-        ci95_high=ci_high,
+        ci95_low=ci[0] if ci else None,
+        ci95_high=ci[1] if ci else None,
         samples=samples,
+        groups=tuple(int(g) for g in groups) if groups is not None else None,
+        ci_method=ci[2] if ci else None,
     )
 
 
