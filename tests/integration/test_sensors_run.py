@@ -166,6 +166,16 @@ def test_energy_is_power_times_window_time(rapl_run):
     assert m["energy_j_load"].median == pytest.approx(POWER_W * m["load_ms"].median / 1e3, rel=0.1)
 
 
+def test_every_metric_is_in_the_catalogue(rapl_run, plain_run):
+    from meltbench import metrics
+
+    result, _ = rapl_run
+    names = set(result.metrics) | set(plain_run.metrics)
+    assert {"energy_j_decode_net", "temp_max_c", "ttft_ms", "kv_cache_bytes"} <= names
+    for name in names:
+        assert metrics.lookup(name).name == name
+
+
 def test_temperature_and_series_are_recorded(rapl_run):
     result, writer = rapl_run
     m = result.metrics

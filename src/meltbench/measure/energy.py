@@ -714,7 +714,7 @@ def rep_energy_metrics(
     idle_w: float | None,
     channels: Sequence[Channel] | None = None,
 ) -> dict[str, float | None]:
-    """Energy metrics of one repetition (one request), by SPEC.md's names.
+    """Energy metrics of one repetition (one request), by the names of :mod:`meltbench.metrics`.
 
     Windows: ``prefill`` = ``[t_start_ns, token_ns[0]]`` with ``n_prompt`` tokens;
     ``decode`` = ``[token_ns[0], token_ns[-1]]`` with ``n_gen - 1`` tokens (only when

@@ -14,7 +14,7 @@ and is reported at its mid time, in seconds from ``t0``. A bin with nothing in i
   tokens of one request; the prefill and the pause between requests are excluded). Each
   gap goes to the bin holding its end time; the bin's rate is ``gaps / summed gap
   seconds``, i.e. a token-weighted rate, the same definition as ``decode_tps`` of
-  SPEC.md applied to the gaps that end in the bin.
+  :mod:`meltbench.metrics` applied to the gaps that end in the bin.
 - :func:`channel_series` / :func:`combine_series` / :func:`combine_max`: sensor channels
   on the same bins (temperatures: the hottest channel, as ``temp_max_c`` is "hottest
   sensor").

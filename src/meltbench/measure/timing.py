@@ -2,7 +2,7 @@
 
 One request is recorded as a start timestamp and one timestamp per generated token,
 all in nanoseconds from one monotonic clock on the device that runs the model
-(``time.perf_counter_ns``). From those, with the definitions of SPEC.md:
+(``time.perf_counter_ns``). From those, with the definitions of :mod:`meltbench.metrics`:
 
 - ``ttft_ms``     = first token - request start
 - ``prefill_tps`` = n_prompt / prefill time, prefill time = request start until the

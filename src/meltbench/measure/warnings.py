@@ -11,7 +11,7 @@ Rules and their sources:
 - ``few_repetitions``: fewer than 3 timed repetitions; a t-based 95% CI with n = 2 is
   +- 12.7 standard errors wide.
 - ``engine_disagreement``: our prefill or decode tok/s differs from the engine's own
-  counters by more than 3% (meltbench's fidelity target, SPEC.md).
+  counters by more than 3% (meltbench's fidelity target).
 - ``memory_sampling_slow``: the RSS sampler reached under half its requested rate.
 
 Warnings flag; they never drop data.

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from rich.text import Text
 
+from meltbench import metrics as metrics_catalogue
 from meltbench.results.schema import RunResult
 from meltbench.results.tables import NUMERIC_COLUMNS, bench_columns, bench_rows, format_bytes
 
@@ -115,7 +116,8 @@ def print_run_details(result: RunResult, console: Console) -> None:
     """Confidence intervals, cold run, engine agreement, warnings, and failure cause."""
     m = result.metrics
 
-    def ci(name: str, unit: str) -> str:
+    def ci(name: str) -> str:
+        unit = metrics_catalogue.lookup(name).unit
         s = m.get(name)
         if s is None:
             return f"{name}: not measured"
@@ -125,7 +127,7 @@ def print_run_details(result: RunResult, console: Console) -> None:
             f"{name}: {s.mean:.2f} {unit}, 95% CI [{s.ci95_low:.2f}, {s.ci95_high:.2f}] (n={s.n})"
         )
 
-    lines = [ci("ttft_ms", "ms"), ci("prefill_tps", "tok/s"), ci("decode_tps", "tok/s")]
+    lines = [ci("ttft_ms"), ci("prefill_tps"), ci("decode_tps")]
     load = m.get("load_ms")
     if load is not None:
         lines.append(f"load_ms: {load.mean:.1f} ms")

@@ -73,6 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from meltbench import metrics as metrics_catalogue
 from meltbench.errors import UsageError
 from meltbench.measure.stats import percentile
 
@@ -282,30 +283,15 @@ def bootstrap_ratio_ci(
 
 
 def metric_direction(name: str) -> Literal[1, -1]:
-    """+1 if higher is better for metric ``name``, -1 if lower is better.
-
-    Higher: ``*_tps``, ``tokens_per_j*``, ``top1_agreement``, ``task_*`` scores (accuracy).
-    Lower: ``*_ms``, ``*_bytes``, ``*_j``, ``*_w``, ``*_c``, ``j_per_token*``, ``*_nats``
-    (KL divergence), ``perplexity*``, ``ppl_ratio``; window suffixes (``_prefill``,
-    ``_decode``, ``_load``) and ``_net`` are ignored.
+    """+1 if higher is better for metric ``name``, -1 if lower is better, from the metrics
+    catalogue (:func:`meltbench.metrics.direction`; energy windows and ``_net`` resolve
+    to their family).
 
     Raises:
-        ValueError: a metric whose direction is unknown (e.g. ``cpu_freq_mhz_decode``).
+        ValueError: a metric whose direction is unknown (e.g. ``cpu_freq_mhz_decode``), a
+            standard error, or a name that is not a metric.
     """
-    base = name.removesuffix("_net")
-    for window in ("_prefill", "_decode", "_load"):
-        base = base.removesuffix(window)
-    if base.endswith("_stderr"):
-        raise ValueError(f"{name!r} is a standard error, not a metric to compare")
-    if base.endswith("_tps") or base.startswith(("tokens_per_j", "task_")):
-        return 1
-    if base == "top1_agreement":
-        return 1
-    if base.endswith(("_ms", "_bytes", "_j", "_w", "_c", "_nats")) or base.startswith(
-        ("j_per_token", "perplexity", "ppl_ratio")
-    ):
-        return -1
-    raise ValueError(f"no known direction (higher or lower is better) for metric {name!r}")
+    return metrics_catalogue.direction(name)
 
 
 def verdict(
@@ -511,6 +497,13 @@ class Point:
         return out
 
 
+def _per_token(metric: str) -> bool:
+    try:
+        return metrics_catalogue.lookup(metric).per == "token"
+    except KeyError:
+        return False
+
+
 def _itl_groups_from_repetitions(result: RunResult, n: int) -> tuple[int, ...] | None:
     """Gap counts per timed repetition, for results saved before ``Summary.groups``."""
     sizes = tuple(
@@ -533,7 +526,7 @@ def replicates(result: RunResult, metric: str) -> list[float]:
     summary = result.metrics.get(metric)
     if summary is None:
         return []
-    if summary.groups is None and metric == "itl_ms":
+    if summary.groups is None and _per_token(metric):
         groups = _itl_groups_from_repetitions(result, summary.n)
         if groups is not None:
             summary = dataclasses.replace(summary, groups=groups)

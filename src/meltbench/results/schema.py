@@ -6,13 +6,9 @@ raw timestamp of every repetition (warmup included), the summaries derived from 
 and the warnings. ``schema_version`` changes whenever a field changes meaning;
 :func:`RunResult.model_validate` rejects unknown versions.
 
-Metric names (units in the names, definitions in SPEC.md): ``load_ms``, ``ttft_ms``,
-``prefill_tps``, ``decode_tps``, ``itl_ms``, ``tpot_ms``, ``e2e_ms``,
-``peak_rss_bytes``, and the engine's own ``engine_prefill_tps`` /
-``engine_decode_tps``; with energy sensors ``energy_j``, ``avg_power_w``,
-``j_per_token`` (suffixes ``_prefill`` / ``_decode``, and ``_net`` after subtracting the
-idle baseline), ``tokens_per_j_decode``, ``energy_j_load``; with temperature sensors
-``temp_max_c``.
+Metric names, units, directions and definitions: the catalogue, :mod:`meltbench.metrics`
+(``ttft_ms``, ``prefill_tps``, ``decode_tps``, ``itl_ms``, ... and the energy families
+per window).
 
 Since version 3 (decode roofline): ``kv_cache_bytes`` (the engine's figure, else the
 formula's), ``bytes_per_token`` (weights + KV read per decoded token),
