@@ -8,8 +8,10 @@ import math
 import pytest
 
 from meltbench.config import RunSpec
-from meltbench.measure.scaling import PowerLawFit, context_scaling, fit_power_law, verdict
+from meltbench.measure.scaling import PowerLawFit, fit_power_law
+from meltbench.measure.scaling import growth_verdict as verdict
 from meltbench.measure.stats import summarize
+from meltbench.results.context_scaling import context_scaling
 from tests.helpers import make_result
 
 # A fixed, hand-written perturbation (no RNG): y = 0.02 * x^1.8 * (1 + eps).

@@ -27,33 +27,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from meltbench.measure.stats import student_t_quantile
-from meltbench.results.schema import RunResult
 
-__all__ = [
-    "SCALING_METRICS",
-    "PowerLawFit",
-    "context_scaling",
-    "fit_power_law",
-    "verdict",
-]
+__all__ = ["PowerLawFit", "fit_power_law", "growth_verdict"]
 
-#: Metrics fitted by :func:`context_scaling` (``ttft_ms`` stands for prefill time).
-SCALING_METRICS = ("ttft_ms", "prefill_tps", "decode_tps", "peak_rss_bytes")
-
-#: Reference exponents and their names, for :func:`verdict`.
+#: Reference exponents and their names, for :func:`growth_verdict`.
 _REFERENCE = ((0.0, "constant"), (1.0, "linear"), (2.0, "quadratic"))
 
 #: A reference exponent counts as inside a CI widened by this much on each side, so that
 #: exact data (a CI collapsed to a point, up to rounding) classify as expected.
 _VERDICT_TOLERANCE = 1e-9
-
-_MIN_DISTINCT_X = 3
-
-#: One context curve: its identifying fields and its (x, run) points.
-_Curve = tuple[dict[str, Any], list[tuple[int, RunResult]]]
 
 
 @dataclass(frozen=True)
@@ -161,7 +145,7 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> PowerLawFit:
     )
 
 
-def verdict(fit: PowerLawFit) -> str:
+def growth_verdict(fit: PowerLawFit) -> str:
     """Plain-language growth class of a power-law fit, from its exponent's 95% CI.
 
     Rule: take the reference exponents 0 (``constant``), 1 (``linear``) and 2
@@ -198,115 +182,3 @@ def verdict(fit: PowerLawFit) -> str:
     if lo > 0.0:
         return "sublinear"
     return "decreasing"
-
-
-def _identity(result: RunResult) -> dict[str, Any]:
-    """Fields that must be equal for two runs to lie on one context curve (JSON-ready)."""
-    spec = result.spec
-    model = result.model
-    return {
-        "model": model.get("name") or spec.model.ref,
-        "model_path": model.get("path"),
-        "quant": model.get("quant"),
-        "weights": spec.model.weights,
-        "engine": result.engine.get("name", spec.engine.name),
-        "dtype": spec.engine.dtype,
-        "device": result.engine.get("device"),
-        "target": result.target,
-        "threads": result.settings.get("threads"),
-        "n_gen": spec.workload.n_gen,
-    }
-
-
-def _key(fields: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(f"{k}={fields[k]!r}" for k in sorted(fields))
-
-
-def _fit_rows(
-    group: dict[str, Any], axis: str, points: list[tuple[int, RunResult]]
-) -> list[dict[str, Any]]:
-    """One row per metric of :data:`SCALING_METRICS` that has >= 3 distinct x values."""
-    rows = []
-    for metric in SCALING_METRICS:
-        xs: list[float] = []
-        ys: list[float] = []
-        for x, result in points:
-            value = result.median(metric)
-            if value is not None and math.isfinite(value) and value > 0:
-                xs.append(float(x))
-                ys.append(float(value))
-        if len(set(xs)) < _MIN_DISTINCT_X:
-            continue
-        fit = fit_power_law(xs, ys)
-        rows.append(
-            {
-                "group": dict(group),
-                "x": axis,
-                "metric": metric,
-                "exponent": fit.exponent,
-                "exponent_se": fit.exponent_se,
-                "ci95_low": fit.ci95_low,
-                "ci95_high": fit.ci95_high,
-                "r_squared": fit.r_squared,
-                "n": fit.n,
-                "x_min": fit.x_min,
-                "x_max": fit.x_max,
-                "verdict": verdict(fit),
-            }
-        )
-    return rows
-
-
-def context_scaling(results: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """Power-law exponents of prefill time, decode and prefill tok/s and peak memory
-    against context length, per model configuration.
-
-    Only ``ok`` runs are used (failed runs mark the out-of-memory or timeout boundary,
-    reported elsewhere). Runs are grouped by everything that must stay fixed along a
-    context curve: model (name, path), quant, weights, engine, dtype, device, target,
-    threads, ``n_gen``, and the context axis that is not varied:
-
-    - runs with equal ``n_depth`` whose ``n_prompt`` takes >= 3 distinct values give a
-      curve with ``x = "n_prompt"`` (x = prompt tokens); the group holds ``n_depth``;
-    - runs with equal ``n_prompt`` whose ``n_depth`` takes >= 3 distinct values give a
-      curve with ``x = "context"`` (x = ``n_depth + n_prompt`` tokens, the KV length at
-      the end of prefill); the group holds ``n_prompt``.
-
-    A grid that varies both yields both kinds of curve. Groups with fewer than 3 distinct
-    x values are skipped. Each run contributes its median of each metric (repeated x
-    values are separate points). For each metric of :data:`SCALING_METRICS` with >= 3
-    distinct x values among runs that measured it (finite, > 0), one row is returned.
-
-    Args:
-        results: stored runs, any order, any mix of models and engines.
-
-    Returns:
-        JSON-ready rows, ordered by axis (``n_prompt`` curves first), group, metric:
-        ``{"group": {field: value}, "x": "n_prompt" | "context", "metric", "exponent",
-        "exponent_se", "ci95_low", "ci95_high", "r_squared", "n", "x_min", "x_max",
-        "verdict"}`` (exponent dimensionless; x range in tokens; verdict from
-        :func:`verdict`). The exponent of a rate (``*_tps``) is minus the exponent of
-        the time per token.
-    """
-    prompt_curves: dict[tuple[str, ...], _Curve] = {}
-    depth_curves: dict[tuple[str, ...], _Curve] = {}
-    for result in results:
-        if not result.ok:
-            continue
-        w = result.spec.workload
-        base = _identity(result)
-        by_depth = {**base, "n_depth": w.n_depth}
-        _, pts = prompt_curves.setdefault(_key(by_depth), (by_depth, []))
-        pts.append((w.n_prompt, result))
-        by_prompt = {**base, "n_prompt": w.n_prompt}
-        _, pts = depth_curves.setdefault(_key(by_prompt), (by_prompt, []))
-        pts.append((w.n_depth + w.n_prompt, result))
-
-    rows: list[dict[str, Any]] = []
-    for axis, curves in (("n_prompt", prompt_curves), ("context", depth_curves)):
-        for key in sorted(curves):
-            group, points = curves[key]
-            if len({x for x, _ in points}) < _MIN_DISTINCT_X:
-                continue
-            rows.extend(_fit_rows(group, axis, points))
-    return rows

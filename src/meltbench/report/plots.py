@@ -26,7 +26,8 @@ Energy, temperature and accuracy metrics are stored with the runs that measured 
 not plotted yet; :data:`NOT_PLOTTED` names them, and the HTML report says which runs
 carry them.
 
-Context curves group runs as :func:`meltbench.measure.scaling.context_scaling` does:
+Context curves group runs by their identity, as the sweep's scaling fits do
+(:func:`meltbench.results.identity.context_curves`):
 everything that must stay fixed along a curve (model, quant, weights, engine, dtype,
 device, target, threads, ``n_gen``), then either a fixed ``n_depth`` with ``x = n_prompt``
 or a fixed ``n_prompt`` with ``x = n_depth + n_prompt`` (the KV length at the end of
@@ -50,6 +51,7 @@ from typing import Any
 
 from meltbench.measure.profile import CATEGORIES
 from meltbench.measure.stats import Summary
+from meltbench.results.identity import ContextCurve, context_curves, identity_key
 from meltbench.results.schema import RunResult
 
 __all__ = [
@@ -231,23 +233,6 @@ def _quant_of(result: RunResult) -> str | None:
     )
 
 
-def _identity(result: RunResult) -> dict[str, Any]:
-    """What stays fixed along a context curve (uses the spec where a failed run's engine
-    description is empty, so failed runs join their configuration's curve)."""
-    spec = result.spec
-    return {
-        "model": result.model.get("name") or spec.model.ref,
-        "quant": result.model.get("quant"),
-        "weights": spec.model.weights,
-        "engine": result.engine.get("name", spec.engine.name),
-        "dtype": spec.engine.dtype,
-        "device": spec.engine.device,
-        "target": result.target,
-        "threads": result.settings.get("threads", spec.engine.threads),
-        "n_gen": spec.workload.n_gen,
-    }
-
-
 _FIELD_LABELS = {
     "model": "{}",
     "quant": "{}",
@@ -286,37 +271,30 @@ def _split_common(groups: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[
     return common, varying
 
 
-@dataclass
-class _Curve:
-    group: dict[str, Any]
-    axis: str  # "n_prompt" or "context"
-    points: list[tuple[int, RunResult]]
+_Curve = ContextCurve
+
+#: the quantization figure's groups: the identity without the quantization and dtype
+_QUANT_STUDY_FIELDS = (
+    "model",
+    "weights",
+    "engine",
+    "device",
+    "target",
+    "threads",
+    "n_prompt",
+    "n_gen",
+    "n_depth",
+)
 
 
 def _context_curves(results: Sequence[RunResult], *, include_failed: bool) -> list[_Curve]:
-    """Context curves with >= 2 distinct x values (see the module docstring)."""
-    by_prompt: dict[str, _Curve] = {}
-    by_depth: dict[str, _Curve] = {}
-    for result in results:
-        if not result.ok and not include_failed:
-            continue
-        w = result.spec.workload
-        base = _identity(result)
-        g1 = {**base, "n_depth": w.n_depth}
-        by_prompt.setdefault(repr(sorted(g1.items())), _Curve(g1, "n_prompt", [])).points.append(
-            (w.n_prompt, result)
-        )
-        g2 = {**base, "n_prompt": w.n_prompt}
-        by_depth.setdefault(repr(sorted(g2.items())), _Curve(g2, "context", [])).points.append(
-            (w.n_depth + w.n_prompt, result)
-        )
+    """Context curves with >= 2 distinct x values (see the module docstring), points in
+    x order (then start time)."""
     curves = []
-    for table in (by_prompt, by_depth):
-        for key in sorted(table):
-            curve = table[key]
-            if len({x for x, r in curve.points if r.ok or include_failed}) >= 2:
-                curve.points.sort(key=lambda p: (p[0], p[1].started_at))
-                curves.append(curve)
+    for curve in context_curves(results, include_failed=include_failed):
+        if len({x for x, r in curve.points if r.ok or include_failed}) >= 2:
+            curve.points.sort(key=lambda p: (p[0], p[1].started_at))
+            curves.append(curve)
     return curves
 
 
@@ -579,12 +557,13 @@ def _run_label(result: RunResult, keys: Sequence[str], limit: int = 64) -> str:
 
 
 def _run_fields(result: RunResult) -> dict[str, Any]:
+    ident = result.identity()
     return {
-        "test": result.test,
-        "model": result.model.get("name") or result.spec.model.ref,
+        "test": ident.test,
+        "model": ident.model,
         "quant": _quant_of(result),
-        "engine": result.engine.get("name", result.spec.engine.name),
-        "threads": result.settings.get("threads"),
+        "engine": ident.engine,
+        "threads": ident.threads,
     }
 
 
@@ -698,20 +677,9 @@ def quantization_figure(results: Sequence[RunResult]) -> ReportFigure | None:
     for r in results:
         if not r.ok or _size_bytes(r) is None or _quant_of(r) is None:
             continue
-        w = r.spec.workload
-        key = repr(
-            (
-                r.model.get("name") or r.spec.model.ref,
-                r.spec.model.weights,
-                r.engine.get("name", r.spec.engine.name),
-                r.spec.engine.device,
-                r.settings.get("threads"),
-                w.n_prompt,
-                w.n_gen,
-                w.n_depth,
-            )
-        )
-        groups.setdefault(key, []).append(r)
+        # one group per configuration except the quantization (what the figure varies)
+        fields = r.identity().fields(_QUANT_STUDY_FIELDS)
+        groups.setdefault(repr(identity_key(fields, fields)), []).append(r)
     chosen = [
         sorted(g, key=lambda r: (_size_bytes(r) or 0, r.started_at))
         for _, g in sorted(groups.items())
@@ -724,16 +692,16 @@ def quantization_figure(results: Sequence[RunResult]) -> ReportFigure | None:
     shown: list[str] = []
     labels = []
     for g in chosen:
-        r0 = g[0]
+        ident = g[0].identity()
         labels.append(
             _text(
                 " · ".join(
                     str(x)
                     for x in (
-                        r0.model.get("name") or r0.spec.model.ref,
-                        r0.engine.get("name", r0.spec.engine.name),
-                        f"{r0.settings.get('threads')} thr",
-                        r0.test,
+                        ident.model,
+                        ident.engine,
+                        f"{ident.threads} thr",
+                        ident.test,
                     )
                     if x is not None
                 )
@@ -915,12 +883,13 @@ def decode_roofline_figure(results: Sequence[RunResult]) -> ReportFigure | None:
     fields = []
     for r in runs:
         depth = r.spec.workload.n_depth
+        ident = r.identity()
         fields.append(
             {
-                "model": r.model.get("name") or r.spec.model.ref,
+                "model": ident.model,
                 "quant": _quant_of(r),
-                "engine": r.engine.get("name", r.spec.engine.name),
-                "threads": r.settings.get("threads"),
+                "engine": ident.engine,
+                "threads": ident.threads,
                 "depth": f"d{depth}",
             }
         )

@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from meltbench import metrics as metrics_catalogue
 from meltbench.errors import UsageError
 from meltbench.measure.stats import percentile
+from meltbench.results.identity import POINT_FIELDS, describe
 
 if TYPE_CHECKING:  # only for annotations: keeps `meltbench --help` free of pydantic
     from meltbench.results.schema import RunResult
@@ -110,7 +111,7 @@ __all__ = [
 ]
 
 DEFAULT_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms", "e2e_ms", "peak_rss_bytes")
-IDENTITY_FIELDS = ("model", "quant", "weights", "engine", "dtype", "device", "threads", "test")
+IDENTITY_FIELDS = POINT_FIELDS
 FORMATS = ("table", "json", "md")
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -432,38 +433,16 @@ def compare_metric(
 
 
 def point_identity(result: RunResult) -> dict[str, Any]:
-    """The identity of the point a run measures, keyed by :data:`IDENTITY_FIELDS`.
-
-    ``model`` is the GGUF/config name, else the model path, else the spec's reference;
-    ``threads`` is what the engine was given; ``test`` is the llama-bench label
-    (n_prompt, n_gen, n_depth). Timestamps, machine and seed are not part of it.
-    """
-    model = result.model
-    spec = result.spec
-    settings = result.settings
-    return {
-        "model": model.get("name") or model.get("path") or spec.model.ref,
-        "quant": model.get("quant"),
-        "weights": spec.model.weights,
-        "engine": spec.engine.name,
-        "dtype": settings.get("dtype") or spec.engine.dtype,
-        "device": result.engine.get("device") or settings.get("device") or spec.engine.device,
-        "threads": settings.get("threads", spec.engine.threads),
-        "test": result.test,
-    }
+    """The identity of the point a run measures: :meth:`RunResult.identity` restricted to
+    :data:`IDENTITY_FIELDS` (model, quant, weights, engine, dtype, device, threads, test).
+    Timestamps, machine and seed are not part of it."""
+    return result.identity().fields(IDENTITY_FIELDS)
 
 
 def point_label(identity: dict[str, Any]) -> str:
     """Short display name: ``Gemma 3 270m Q4_K_M llama.cpp t2 pp64+tg16`` (None fields
-    and default weights omitted)."""
-    parts = [identity.get("model"), identity.get("quant")]
-    if identity.get("weights") == "random":
-        parts.append("random")
-    parts += [identity.get("engine"), identity.get("dtype"), identity.get("device")]
-    if identity.get("threads") is not None:
-        parts.append(f"t{identity['threads']}")
-    parts.append(identity.get("test"))
-    return " ".join(str(p) for p in parts if p is not None and p != "")
+    and default weights omitted; :func:`meltbench.results.identity.describe`)."""
+    return describe(identity)
 
 
 @dataclass

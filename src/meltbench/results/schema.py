@@ -22,12 +22,15 @@ version 3 with the new fields empty.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from meltbench.config import RunSpec
 from meltbench.measure.stats import Summary
+
+if TYPE_CHECKING:
+    from meltbench.results.identity import RunIdentity
 
 __all__ = ["SCHEMA_VERSION", "Repetition", "RunResult"]
 
@@ -144,6 +147,13 @@ class RunResult(BaseModel):
     def ok(self) -> bool:
         """True if the run completed."""
         return self.status == "ok"
+
+    def identity(self) -> RunIdentity:
+        """The configuration this run measured (:class:`meltbench.results.identity.RunIdentity`):
+        the one identity that compare, the report, scaling fits and sweeps group by."""
+        from meltbench.results.identity import RunIdentity
+
+        return RunIdentity.of(self)
 
     def median(self, name: str) -> float | None:
         """Median of metric ``name``, or None if it was not measured."""

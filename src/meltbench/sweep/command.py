@@ -81,7 +81,7 @@ def experiment_from_args(args: argparse.Namespace) -> Experiment:
 
 def analyze_sweep(results: list[RunResult]) -> dict[str, Any]:
     """The stored analysis of a sweep: context-scaling fits of its ok runs."""
-    from meltbench.measure.scaling import context_scaling
+    from meltbench.results.context_scaling import context_scaling
 
     return {"scaling": context_scaling(results)}
 
