@@ -26,9 +26,9 @@ from pydantic import ValidationError
 from meltbench.config import RunSpec, usage_error_from
 from meltbench.engines.base import EngineSettings
 from meltbench.errors import RunInterrupted, UsageError
+from meltbench.harness.worker import PROTOCOL
 from meltbench.measure.analysis import analyze_reps
 from meltbench.measure.warnings import BenchWarning, check_memory_rate
-from meltbench.measure.worker import PROTOCOL
 from meltbench.models.resolve import ResolvedModel, resolve_model
 from meltbench.registry import ENGINES
 from meltbench.results.schema import Repetition, RunResult
@@ -316,7 +316,7 @@ def execute(
         url = parse_target(spec.target).url
         return execute_android(prepared, on_event, target=AdbTarget(url))
     if kind == "local":
-        from meltbench.measure.measurement import measure
+        from meltbench.harness.measurement import measure
 
         measurement = measure(job, run_settings, on_event)
     else:
@@ -370,7 +370,7 @@ def _result_of(
     sustain_bin_s: float,
     bandwidth: Any = None,
 ) -> tuple[RunResult, bool]:
-    """Turn a :class:`~meltbench.measure.measurement.Measurement` into a result.
+    """Turn a :class:`~meltbench.harness.measurement.Measurement` into a result.
 
     ``bandwidth`` (a :class:`~meltbench.measure.bandwidth.BandwidthResult`) is the roof of
     the decode roofline; None leaves the bound and efficiency out.

@@ -304,7 +304,7 @@ def _session_processes(venv: str) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if cmd and cmd[0].startswith(venv + "/") and "meltbench.measure.agent" in cmd:
+        if cmd and cmd[0].startswith(venv + "/") and "meltbench.harness.agent" in cmd:
             found.append(p)
     return found
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from meltbench.measure.agent import _forward
-from meltbench.measure.measurement import Measurement
-from meltbench.measure.runner import WorkerOutput
+from meltbench.harness.agent import _forward
+from meltbench.harness.measurement import Measurement
+from meltbench.harness.runner import WorkerOutput
 
 
 def _events():

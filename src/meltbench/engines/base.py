@@ -17,32 +17,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from meltbench.models.handle import ModelHandle
+
 __all__ = ["Engine", "EngineSettings", "ModelHandle"]
 
 #: Model formats an engine can declare in ``Engine.model_formats``.
 MODEL_FORMATS = ("gguf", "hf", "onnx-genai", "config", "remote")
-
-
-@dataclass(frozen=True)
-class ModelHandle:
-    """What the worker hands to ``Engine.load``.
-
-    Attributes:
-        ref: what the user passed (alias, path, server model name, preset).
-        format: ``gguf`` (a GGUF file), ``hf`` (a Hugging Face folder: config.json +
-            safetensors), ``onnx-genai`` (an ONNX Runtime GenAI folder), ``config``
-            (an architecture to build with random weights: ``path`` is a config.json),
-            ``remote`` (a model served over HTTP: ``path`` is None).
-        path: local file or folder, or None for ``remote``.
-    """
-
-    ref: str
-    format: str
-    path: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (JSON-ready)."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meltbench.engines.base import ModelHandle
 from meltbench.errors import UsageError
 from meltbench.models.gguf_info import GGUFInfo, check_gguf_path, read_gguf_info
+from meltbench.models.handle import ModelHandle
 from meltbench.models.hf_info import read_genai_info, read_hf_info
 
 __all__ = [

@@ -47,7 +47,7 @@ __all__ = [
 #: ``std::bad_alloc``; ``ENOMEM`` text; libgomp's ``Thread creation failed`` (under an
 #: ``RLIMIT_AS`` cap, pthread_create cannot map a thread's 8 MiB stack: measured here with
 #: Gemma 3 270M a few MiB below the cap); and the worker killed by ``SIGKILL``, which is
-#: what the Linux OOM killer sends (``meltbench.measure.runner.describe_exit``).
+#: what the Linux OOM killer sends (``meltbench.harness.runner.describe_exit``).
 OUT_OF_MEMORY_MARKERS: tuple[str, ...] = (
     "MemoryError",
     "Failed to create llama_context",

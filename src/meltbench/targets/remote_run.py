@@ -10,9 +10,9 @@ is neither ``local`` nor ``adb://``. It
    SHA-256; skipped when already there, see :func:`meltbench.targets.setup.sync_file`) and
    rewrites the job's model path. The file name is kept as is (engines look at it);
    quoting makes any name safe;
-4. starts ``<venv>/bin/python -m meltbench.measure.agent`` on the device, sends the
+4. starts ``<venv>/bin/python -m meltbench.harness.agent`` on the device, sends the
    request line, forwards each worker event to ``on_event`` and returns the agent's
-   :class:`~meltbench.measure.measurement.Measurement`: sensors were probed and sampled
+   :class:`~meltbench.harness.measurement.Measurement`: sensors were probed and sampled
    on the device, on the device's clock.
 
 Faults become failed runs, never hangs: if the connection drops or the agent dies before
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
-from meltbench.measure.measurement import Measurement
+from meltbench.harness.measurement import Measurement
 from meltbench.targets.base import Target, TargetError
 
 __all__ = ["DEFAULT_TIMEOUT_S", "measure_on_target", "push_model", "run_agent"]
@@ -137,12 +137,12 @@ def run_agent(
     limit_s: float | None = None,
     name: str | None = None,
 ) -> Measurement:
-    """Run ``python -m meltbench.measure.agent`` on the target for one job.
+    """Run ``python -m meltbench.harness.agent`` on the target for one job.
 
     Args:
         target: an open target.
         python: the device interpreter with meltbench installed.
-        job, run_settings: as for :func:`meltbench.measure.measurement.measure`.
+        job, run_settings: as for :func:`meltbench.harness.measurement.measure`.
         on_event: receives each worker event.
         limit_s: host-side deadline (default from ``run_settings``, see module docstring).
         name: the target's name for messages.
@@ -157,13 +157,13 @@ def run_agent(
             missing sysfs root on the device, protocol mismatch).
         TargetError: the agent could not be started (connection lost before it ran).
     """
-    from meltbench.measure.agent import AGENT_PROTOCOL
-    from meltbench.measure.runner import describe_exit
+    from meltbench.harness.agent import AGENT_PROTOCOL
+    from meltbench.harness.runner import describe_exit
 
     where = name or target.url
     limit = limit_s if limit_s is not None else _host_limit(run_settings, job)
     started = _now()
-    proc = target.start([python, "-m", "meltbench.measure.agent"])
+    proc = target.start([python, "-m", "meltbench.harness.agent"])
     events: list[dict[str, Any]] = []
     host_errors: list[str] = []
     final: dict[str, Any] | None = None
@@ -367,7 +367,7 @@ def measure_on_target(
 
     spec = parse_target(target, targets_file)
     if spec.kind == "local":
-        from meltbench.measure.measurement import measure
+        from meltbench.harness.measurement import measure
 
         return measure(job, run_settings, on_event)
     if spec.kind == "adb":

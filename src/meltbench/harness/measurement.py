@@ -5,7 +5,7 @@ probe the sensors, read the device state, sample the idle baseline, start the wo
 sample its memory and the sensors beside it, and collect every event. The result, a
 :class:`Measurement`, is plain data (``to_dict`` / ``from_dict`` round-trip through
 JSON), so the same function serves a local run (called in-process) and a remote one
-(``python -m meltbench.measure.agent`` on the device, its JSON sent back over SSH); the
+(``python -m meltbench.harness.agent`` on the device, its JSON sent back over SSH); the
 host then turns it into a :class:`~meltbench.results.schema.RunResult`
 (:func:`meltbench.api.execute`). All timestamps are the device's ``perf_counter_ns``.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from meltbench.measure.runner import WorkerOutput, record_event, run_worker
+from meltbench.harness.runner import WorkerOutput, record_event, run_worker
 
 __all__ = ["Measurement", "measure"]
 
@@ -35,7 +35,7 @@ class Measurement:
     Attributes:
         events: the worker's events, in order.
         returncode, stderr_tail, timed_out, interrupted, protocol_errors: how the worker
-            ended (see :class:`~meltbench.measure.runner.WorkerOutput`).
+            ended (see :class:`~meltbench.harness.runner.WorkerOutput`).
         memory: RSS sampling: ``peak_sampled_bytes``, ``achieved_hz``, ``policy``,
             ``samples`` (``[t_ns, rss_bytes]`` pairs).
         sensors: ``series`` (a ``SensorSeries`` dict or None), ``achieved_hz``,

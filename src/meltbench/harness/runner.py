@@ -141,7 +141,7 @@ def run_worker(
     """Run one job in a fresh worker process and collect its events.
 
     Args:
-        job: the job dict (see :mod:`meltbench.measure.worker`).
+        job: the job dict (see :mod:`meltbench.harness.worker`).
         timeout_s: kill the worker after this many seconds; None = no limit.
         memory_hz: RSS sampling rate of the worker, Hz.
         on_event: called with each event as it arrives (progress display).
@@ -160,7 +160,7 @@ def run_worker(
     env.setdefault("PYTHONUNBUFFERED", "1")
     limit = _address_space_limit(memory_limit_bytes) if memory_limit_bytes else None
     proc = subprocess.Popen(
-        [python or sys.executable, "-m", "meltbench.measure.worker"],
+        [python or sys.executable, "-m", "meltbench.harness.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """The measuring worker: one fresh process per run, on the machine that runs the model.
 
-Run as ``python -m meltbench.measure.worker``. It reads one job (JSON) from stdin and
+Run as ``python -m meltbench.harness.worker``. It reads one job (JSON) from stdin and
 writes events as JSON lines to its original stdout. Before anything else it moves file
 descriptor 1 to stderr, so text that an engine's C code prints cannot corrupt the event
 stream. Events, in order::

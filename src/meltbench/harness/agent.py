@@ -1,6 +1,6 @@
-"""The measuring agent: :func:`meltbench.measure.measurement.measure` behind JSON lines.
+"""The measuring agent: :func:`meltbench.harness.measurement.measure` behind JSON lines.
 
-Run on a remote device as ``python -m meltbench.measure.agent`` (over SSH). It reads one
+Run on a remote device as ``python -m meltbench.harness.agent`` (over SSH). It reads one
 line from stdin, ``{"protocol": 1, "job": {...}, "run": {...}}``, and writes JSON lines to
 stdout:
 
@@ -32,7 +32,7 @@ def _write(stream: IO[str], event: dict[str, Any]) -> None:
 def _forward(stream: IO[str], event: dict[str, Any]) -> None:
     """Send a worker event to the host; if the host is gone (broken pipe after an SSH
     disconnect), stop the worker now instead of running it to the end unseen: the
-    KeyboardInterrupt makes :func:`~meltbench.measure.runner.run_worker` kill it."""
+    KeyboardInterrupt makes :func:`~meltbench.harness.runner.run_worker` kill it."""
     try:
         _write(stream, event)
     except OSError:
@@ -42,7 +42,7 @@ def _forward(stream: IO[str], event: dict[str, Any]) -> None:
 def main() -> int:
     """Agent entry point; returns the exit code (0 measured, 2 bad input, 130 Ctrl-C)."""
     from meltbench.errors import UsageError
-    from meltbench.measure.measurement import measure
+    from meltbench.harness.measurement import measure
 
     out = sys.stdout
     try:
