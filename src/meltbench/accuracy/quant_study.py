@@ -112,8 +112,9 @@ def run_quant_study(
     from meltbench.accuracy.sources import open_source
     from meltbench.api import build_spec, execute, prepare
     from meltbench.measure.stats import summarize
+    from meltbench.models.cache import cached_gguf_info
     from meltbench.models.quantize import cached_variant, normalize_quant, variant_note
-    from meltbench.models.resolve import cached_gguf_info, resolve_model
+    from meltbench.models.resolve import resolve_model
 
     say = on_status or (lambda _m: None)
     if options.corpus is None:

@@ -17,13 +17,12 @@ It also holds what both sources share: :func:`check_window` and :func:`check_ref
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from meltbench.accuracy.base import LogitsSource, RowScores
+from meltbench.accuracy.base import LogitsSource, check_settings
 from meltbench.errors import UsageError
 
-__all__ = ["ACCURACY_ENGINES", "check_ref_ids", "check_window", "concat_rows", "open_source"]
+__all__ = ["ACCURACY_ENGINES", "open_source"]
 
 #: engines with a logits source, in the order they are offered.
 ACCURACY_ENGINES = ("llama.cpp", "transformers")
@@ -123,80 +122,4 @@ def open_source(
         dtype=dtype,
         batch=batch,
         info=resolved.info,
-    )
-
-
-def check_settings(ctx: int, threads: int | None, batch: int) -> None:
-    """Validate a source's window length (``ctx`` >= 2 tokens), ``threads`` (>= 1 or
-    None) and ``batch`` (>= 1 token).
-
-    Raises:
-        ValueError: naming the setting and the value given.
-    """
-    if ctx < 2:
-        raise ValueError(f"--ctx must be at least 2 tokens, not {ctx}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1 token, not {batch}")
-
-
-def check_window(tokens: Sequence[int], first: int, k: int, n_ctx: int) -> list[int]:
-    """Check the arguments of :meth:`LogitsSource.score`; return the window as ints.
-
-    Raises:
-        ValueError: a window shorter than 2 or longer than ``n_ctx`` tokens, ``first``
-            outside ``0 .. len(tokens) - 2``, or ``k < 1``.
-    """
-    window = [int(t) for t in tokens]
-    n = len(window)
-    if n > n_ctx:
-        raise ValueError(f"window of {n} tokens is longer than the context of {n_ctx} tokens")
-    if n < 2:
-        raise ValueError(f"a window needs at least 2 tokens to score one, got {n}")
-    if not 0 <= first <= n - 2:
-        raise ValueError(f"first must be in 0..{n - 2} for a window of {n} tokens, got {first}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return window
-
-
-def check_ref_ids(ref_ids: Any, n_rows: int) -> Any:
-    """``ref_ids`` as an int64 array ``(n_rows, k_ref)``, or None.
-
-    Raises:
-        ValueError: another shape.
-    """
-    if ref_ids is None:
-        return None
-    import numpy as np
-
-    ref = np.asarray(ref_ids)
-    if ref.ndim != 2 or ref.shape[0] != n_rows:
-        raise ValueError(f"ref_ids must have shape ({n_rows}, k_ref), got {ref.shape}")
-    return ref.astype(np.int64, copy=False)
-
-
-def concat_rows(parts: Sequence[RowScores], k: int, n_vocab: int, k_ref: int | None) -> RowScores:
-    """Concatenate per-batch :class:`RowScores` in order (an empty list gives 0 rows).
-
-    ``k`` is clipped to ``n_vocab`` for the empty case, as ``reduce_rows`` clips it.
-    """
-    import numpy as np
-
-    if not parts:
-        kk = min(k, n_vocab) if n_vocab else k
-        return RowScores(
-            nll=np.zeros(0, dtype=np.float64),
-            topk_ids=np.zeros((0, kk), dtype=np.int32),
-            topk_logprobs=np.zeros((0, kk), dtype=np.float32),
-            ref_logprobs=None if k_ref is None else np.zeros((0, k_ref), dtype=np.float32),
-        )
-    if len(parts) == 1:
-        return parts[0]
-    return RowScores(
-        nll=np.concatenate([p.nll for p in parts]),
-        topk_ids=np.concatenate([p.topk_ids for p in parts]),
-        topk_logprobs=np.concatenate([p.topk_logprobs for p in parts]),
-        ref_logprobs=(None if k_ref is None else np.concatenate([p.ref_logprobs for p in parts])),
     )

@@ -8,7 +8,7 @@ and run under ``torch.inference_mode()``.
 Precision: the default ``dtype`` is ``float32``, for accuracy: every weight and
 activation in float32, whatever the stored dtype. The default model's alias resolves to
 its cached Hugging Face folder, whose weights are the dequantized Q4_K_M values stored
-in bfloat16 (:func:`meltbench.models.convert.cached_hf_from_gguf`): rounding the
+in bfloat16 (:func:`meltbench.models.derived.cached_hf_from_gguf`): rounding the
 dequantized weights to bfloat16 changed the perplexity of Gemma 3 270M on 12,000
 characters of WikiText-2 by under 0.01% (18.4373 from the folder, 18.4387 from the GGUF
 dequantized straight to float32), far below the 0.2% between this engine and llama.cpp.
@@ -41,8 +41,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meltbench.accuracy.base import LogitsSource, RowScores
-from meltbench.accuracy.sources import (
+from meltbench.accuracy.base import (
+    LogitsSource,
+    RowScores,
     check_ref_ids,
     check_settings,
     check_window,

@@ -234,7 +234,7 @@ def measure_bandwidth(
 
 
 def _cache_file() -> str:
-    from meltbench.models.resolve import cache_dir
+    from meltbench.models.cache import cache_dir
 
     return str(cache_dir() / "bandwidth.json")
 

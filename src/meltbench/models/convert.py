@@ -1,73 +1,20 @@
-"""Conversions between model formats, with a cache for the default model's derivatives.
+"""``meltbench convert``: a model (alias, GGUF, HF folder) to another format.
 
 - GGUF -> Hugging Face folder (dequantized safetensors): :mod:`meltbench.models.hf_export`.
 - Hugging Face folder -> ONNX Runtime GenAI folder (int4 or fp32, offline), through
   onnxruntime-genai's model builder: :mod:`meltbench.models.onnx_build`.
+- GGUF -> requantized GGUF: :mod:`meltbench.models.quantize`.
 
-Derived folders of an alias are cached under ``cache_dir()/derived``, keyed by the
-source file's path, size and modification time, and written atomically (built in a
-temporary folder, then renamed), so an interrupted conversion is never used.
+The cached conversions an engine asks for on the fly are :mod:`meltbench.models.derived`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 from pathlib import Path
 
 from meltbench.errors import UsageError
 
-__all__ = ["cached_hf_from_gguf", "cached_onnx_from_gguf", "convert", "source_key"]
-
-
-def source_key(path: Path) -> str:
-    """16 hex digits identifying a file by path, size and modification time."""
-    st = path.stat()
-    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-def _cached(name: str, build: object) -> Path:
-    from meltbench.models.resolve import cache_dir
-
-    target = cache_dir() / "derived" / name
-    if target.is_dir():
-        return target
-    # A per-process partial folder: two processes converting at once never share one.
-    tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        build(tmp)  # type: ignore[operator]
-        tmp.rename(target)
-    except OSError:
-        if not target.is_dir():  # lost a race: the other process's result is as good
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def cached_hf_from_gguf(gguf: Path, dtype: str = "bfloat16") -> Path:
-    """A dequantized Hugging Face folder of ``gguf``, built once and cached."""
-    from meltbench.models.hf_export import export_gguf_to_hf
-
-    return _cached(
-        f"{gguf.stem}-{source_key(gguf)}-hf-{dtype}",
-        lambda out: export_gguf_to_hf(gguf, out, dtype=dtype),
-    )
-
-
-def cached_onnx_from_gguf(gguf: Path, precision: str = "int4") -> Path:
-    """An ONNX Runtime GenAI folder of ``gguf`` (via its HF folder), built once and cached."""
-    from meltbench.models.onnx_build import build_genai
-
-    hf = cached_hf_from_gguf(gguf)
-    return _cached(
-        f"{gguf.stem}-{source_key(gguf)}-onnx-{precision}",
-        lambda out: build_genai(hf, out, precision=precision),
-    )
+__all__ = ["convert"]
 
 
 def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
@@ -85,6 +32,7 @@ def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
     Raises:
         UsageError: unknown target, existing output, or a source of the wrong format.
     """
+    from meltbench.models import derived
     from meltbench.models.resolve import resolve_model
 
     if output.exists():
@@ -99,7 +47,7 @@ def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
         src = resolve_model(ref, formats=("hf", "gguf"))
         from meltbench.models.onnx_build import build_genai
 
-        hf = src.path if src.format == "hf" else cached_hf_from_gguf(src.path)  # type: ignore[arg-type]
+        hf = src.path if src.format == "hf" else derived.cached_hf_from_gguf(src.path)  # type: ignore[arg-type]
         build_genai(hf, output, precision=dtype or "int4")  # type: ignore[arg-type]
         return output
     if to == "gguf":

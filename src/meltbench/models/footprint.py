@@ -23,7 +23,7 @@ patterns of the architectures we know; a file's own
 ``<arch>.attention.sliding_window_pattern`` array wins when present.
 
 :func:`read_footprint` caches what it read on disk, by (resolved path, size, mtime), under
-``$XDG_CACHE_HOME/meltbench/footprint`` (as :func:`meltbench.models.resolve.cached_gguf_info`
+``$XDG_CACHE_HOME/meltbench/footprint`` (as :func:`meltbench.models.cache.cached_gguf_info`
 does): ``gguf.GGUFReader`` parses every metadata array, and Gemma 3's 262,144-entry
 vocabulary alone takes it 12 s on a 2-core machine, on every run.
 """
@@ -254,8 +254,8 @@ def read_footprint(path: str | os.PathLike[str]) -> ModelFootprint:
         UsageError: the file is not a readable GGUF (see
             :func:`meltbench.models.gguf_info.check_gguf_path`).
     """
+    from meltbench.models.cache import file_cached
     from meltbench.models.gguf_info import check_gguf_path
-    from meltbench.models.resolve import file_cached
 
     file = check_gguf_path(path).resolve()
     return file_cached(file, "footprint", _read_footprint, ModelFootprint.from_dict)

