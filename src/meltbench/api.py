@@ -30,6 +30,7 @@ from meltbench.harness.worker import PROTOCOL
 from meltbench.measure.analysis import analyze_reps
 from meltbench.measure.warnings import BenchWarning, check_memory_rate
 from meltbench.models.resolve import ResolvedModel, resolve_model
+from meltbench.parameters import flat_fields
 from meltbench.registry import ENGINES
 from meltbench.results.schema import Repetition, RunResult
 
@@ -44,35 +45,8 @@ __all__ = [
     "target_kind",
 ]
 
-#: flat keyword -> (section, field) of RunSpec; also used to name CLI flags in errors.
-FLAT_FIELDS: dict[str, tuple[str, str]] = {
-    "model": ("model", "ref"),
-    "weights": ("model", "weights"),
-    "engine": ("engine", "name"),
-    "dtype": ("engine", "dtype"),
-    "device": ("engine", "device"),
-    "endpoint": ("engine", "endpoint"),
-    "threads": ("engine", "threads"),
-    "ctx": ("engine", "ctx"),
-    "batch": ("engine", "batch"),
-    "ubatch": ("engine", "ubatch"),
-    "engine_options": ("engine", "options"),
-    "n_prompt": ("workload", "n_prompt"),
-    "n_gen": ("workload", "n_gen"),
-    "n_depth": ("workload", "n_depth"),
-    "reps": ("workload", "reps"),
-    "warmup": ("workload", "warmup"),
-    "seed": ("workload", "seed"),
-    "timing": ("workload", "timing"),
-    "memory_hz": ("sensors", "memory_hz"),
-    "sensor_hz": ("sensors", "hz"),
-    "sensors": ("sensors", "use"),
-    "idle_s": ("sensors", "idle_s"),
-    "sysfs_root": ("sensors", "root"),
-    "cooldown_s": ("cooldown", "seconds"),
-    "cooldown_margin_c": ("cooldown", "margin_c"),
-    "cooldown_timeout_s": ("cooldown", "timeout_s"),
-}
+#: flat keyword -> (section, field) of RunSpec (from :data:`meltbench.parameters.PARAMETERS`).
+FLAT_FIELDS: dict[str, tuple[str, str]] = flat_fields()
 #: top-level RunSpec fields that build_spec accepts as keywords
 _TOP_FIELDS = ("timeout_s", "profile", "memory_limit_bytes", "target")
 
@@ -694,7 +668,8 @@ def load_results(db: str | os.PathLike[str] | None = None, sweep: str | None = N
     """
     import pandas as pd
 
-    from meltbench.results.store import ResultStore, default_db_path
+    from meltbench.results.location import default_db_path
+    from meltbench.results.store import ResultStore
     from meltbench.results.tables import flat_record
 
     with ResultStore(Path(db) if db is not None else default_db_path(), readonly=True) as store:

@@ -21,56 +21,12 @@ __all__ = ["build_parser", "main"]
 
 RUN_FORMATS = ("table", "json", "jsonl", "csv", "md")
 
-# RunSpec field path -> the flag that sets it, so errors name what the user typed.
-_FLAGS = {
-    "model.ref": "--model",
-    "model.weights": "--weights",
-    "engine.name": "--engine",
-    "engine.dtype": "--dtype",
-    "engine.device": "--device",
-    "engine.endpoint": "--endpoint",
-    "engine.threads": "--threads",
-    "engine.ctx": "--ctx",
-    "engine.batch": "--batch",
-    "engine.ubatch": "--ubatch",
-    "engine.options": "--engine-opt",
-    "workload.n_prompt": "--n-prompt",
-    "workload.n_gen": "--n-gen",
-    "workload.n_depth": "--n-depth",
-    "workload.reps": "--reps",
-    "workload.warmup": "--warmup",
-    "workload.seed": "--seed",
-    "workload.timing": "--timing",
-    "sensors.memory_hz": "--memory-hz",
-    "sensors.hz": "--sensor-hz",
-    "sensors.idle_s": "--idle",
-    "sensors.root": "--sysfs-root",
-    "sensors.use": "--sensors",
-    "cooldown.seconds": "--cooldown",
-    "cooldown.margin_c": "--cooldown-margin",
-    "cooldown.timeout_s": "--cooldown-timeout",
-    "timeout_s": "--timeout",
-    "target": "--target",
-}
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _engine_opt(text: str) -> tuple[str, Any]:
-    import json
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 def _add_target_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,88 +62,16 @@ def _configure_targets(args: argparse.Namespace) -> None:
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, *, sustain: bool = False) -> None:
-    """The model, engine, workload, sensor and output flags shared by run and sustain."""
-    p.add_argument(
-        "-m", "--model", help="GGUF path or registered alias (default: gemma3-270m-q4_k_m)"
-    )
-    p.add_argument(
-        "-e", "--engine", help="inference engine (default: llama.cpp; see meltbench engines)"
-    )
-    p.add_argument(
-        "--weights",
-        choices=("pretrained", "random"),
-        help="random: build --model (a preset or config.json) with random weights",
-    )
-    p.add_argument("--dtype", help="float32, bfloat16, float16, int4 (engines that take one)")
-    p.add_argument("--device", help="cpu, cuda, mps (engines that take one)")
-    p.add_argument("--endpoint", help="base URL of an OpenAI-compatible server (openai)")
-    p.add_argument(
-        "--profile",
-        action="store_true",
-        default=None,
-        help="add one profiled request: time per operator category",
-    )
-    p.add_argument("-p", "--n-prompt", type=int, help="prompt tokens per request (default: 512)")
-    p.add_argument("-n", "--n-gen", type=int, help="generated tokens per request (default: 128)")
-    p.add_argument(
-        "-d", "--n-depth", type=int, help="tokens in the KV cache before the request (default: 0)"
-    )
-    p.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
-    p.add_argument("-c", "--ctx", type=int, help="context size (default: depth + prompt + gen)")
-    p.add_argument("-b", "--batch", type=int, help="prompt batch size, tokens (default: 512)")
-    p.add_argument("--ubatch", type=int, help="physical batch size, tokens (default: --batch)")
-    p.add_argument("-r", "--reps", type=int, help="timed repetitions (default: 5)")
-    p.add_argument("--warmup", type=int, help="untimed warmup repetitions (default: 1)")
-    p.add_argument("--seed", type=int, help="seed of the synthetic prompt (default: 0)")
-    p.add_argument(
-        "--timing",
-        choices=("generation", "engine"),
-        help="generation (default): decode includes choosing each token, as an app does; "
-        "engine: llama-bench's tg (synthetic next tokens, no sampling; llama.cpp)",
-    )
-    p.add_argument("--timeout", type=float, help="kill the worker after this many seconds")
-    p.add_argument("--memory-hz", type=float, help="RSS sampling rate, Hz (default: 50)")
-    p.add_argument(
-        "-o",
-        "--engine-opt",
-        type=_engine_opt,
-        action="append",
-        metavar="KEY=VALUE",
-        help="engine-specific option, repeatable (e.g. n_gpu_layers=99, flash_attn=true)",
-    )
-    p.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
-    p.add_argument("--no-db", action="store_true", help="do not store the run")
+    """The model, engine, workload, sensor and output flags shared by run and sustain
+    (the settings come from :data:`meltbench.parameters.PARAMETERS`)."""
+    from meltbench.parameters import add_run_options
+
+    groups: dict[str, Any] = {}
+    add_run_options(p, sustain=sustain, groups=groups)
+    _add_db_arguments(p, no_db="do not store the run")
     p.add_argument("-f", "--format", choices=RUN_FORMATS, default="table", help="output format")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-
     _add_target_arguments(p)
-    sensors = p.add_argument_group("sensors and cool-down")
-    sensors.add_argument(
-        "--sensors",
-        metavar="LIST",
-        help="sensors to use, comma list, or 'none' (default: all available; see "
-        "meltbench sensors)",
-    )
-    sensors.add_argument(
-        "--sensor-hz", type=float, help="energy/temperature/frequency sampling, Hz (default 10)"
-    )
-    sensors.add_argument(
-        "--idle", type=float, metavar="S", help="idle baseline before the run, s (default 2)"
-    )
-    sensors.add_argument("--sysfs-root", metavar="DIR", help="read sysfs under DIR instead of /")
-    if not sustain:
-        sensors.add_argument(
-            "--cooldown", type=float, metavar="S", help="fixed wait between requests, s"
-        )
-        sensors.add_argument(
-            "--cooldown-margin",
-            type=float,
-            metavar="C",
-            help="also wait until the hottest sensor is within C degrees of idle",
-        )
-        sensors.add_argument(
-            "--cooldown-timeout", type=float, metavar="S", help="longest temperature wait, s"
-        )
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -234,21 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sweep.add_argument("file", nargs="?", help="experiment YAML (see examples/)")
-    for flags, dest, what in (
-        (("-m", "--model"), "model", "models"),
-        (("-e", "--engine"), "engine", "engines"),
-        (("--quant",), "quant", "GGUF quantization variants (requantized from the model)"),
-        (("--dtype",), "dtype", "dtypes"),
-        (("--weights",), "weights", "pretrained/random"),
-        (("-p", "--n-prompt"), "n_prompt", "prompt lengths"),
-        (("-n", "--n-gen"), "n_gen", "generation lengths"),
-        (("-d", "--n-depth"), "n_depth", "KV depths"),
-        (("-t", "--threads"), "threads", "thread counts"),
-        (("-c", "--ctx"), "ctx", "context sizes"),
-        (("-r", "--reps"), "reps", "repetitions"),
-        (("--warmup",), "warmup", "warmups"),
-    ):
-        sweep.add_argument(*flags, dest=dest, metavar="LIST", help=f"{what} (comma list/range)")
+    from meltbench.parameters import add_sweep_list_options
+
+    add_sweep_list_options(sweep)
     sweep.add_argument("--cooldown", type=float, metavar="S", help="seconds between points")
     sweep.add_argument(
         "--cooldown-margin",
@@ -277,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--dry-run", action="store_true", help="print the points and an ETA")
     sweep.add_argument("--list", action="store_true", help="list the sweeps in the database")
-    sweep.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+    _add_db_arguments(sweep)
     sweep.add_argument("-f", "--format", choices=RUN_FORMATS, default="table")
     sweep.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
@@ -361,8 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", metavar="LIST", help="lm-evaluation-harness tasks, comma list")
     ev.add_argument("--task-path", metavar="DIR", help="folder of local lm-eval task YAML files")
     ev.add_argument("--limit", type=int, help="at most this many documents per task")
-    ev.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
-    ev.add_argument("--no-db", action="store_true", help="do not store the scores")
+    _add_db_arguments(ev, no_db="do not store the scores")
     ev.add_argument("-f", "--format", choices=("table", "json"), default="table")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
@@ -384,8 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("-p", "--n-prompt", type=int, default=128, help="speed run prompt (128)")
     qs.add_argument("-n", "--n-gen", type=int, default=64, help="speed run generation (64)")
     qs.add_argument("-r", "--reps", type=int, default=3, help="speed run repetitions (3)")
-    qs.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
-    qs.add_argument("--no-db", action="store_true", help="do not store the runs")
+    _add_db_arguments(qs, no_db="do not store the runs")
     qs.add_argument("-f", "--format", choices=("table", "json"), default="table")
     qs.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
@@ -407,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rexport.add_argument("--output", help="write to this file instead of stdout")
     for p in (rlist, rshow, rexport):
-        p.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+        _add_db_arguments(p)
 
     report = sub.add_parser(
         "report", help="write one self-contained HTML report (plots inline) of stored runs"
@@ -418,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", default="report.html", help="HTML file to write")
     report.add_argument("--png", metavar="DIR", help="also write every plot as PNG and SVG")
     report.add_argument("--title", help="report title")
-    report.add_argument("--db", help="results database (default: $MELTBENCH_DB or ./meltbench.db)")
+    _add_db_arguments(report)
 
     from meltbench.results.compare import add_compare_arguments
 
@@ -472,57 +342,30 @@ def _stdout_console() -> Any:
 
 
 def _sensor_names(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    return () if names in ((), ("none",)) else names
+    from meltbench.parameters import _names
+
+    return None if text is None else _names(text)
 
 
 def _spec_from_args(args: argparse.Namespace) -> Any:
     from meltbench.api import build_spec
+    from meltbench.parameters import flag_names, options_from_args
 
     _configure_targets(args)
-    return build_spec(
-        target=args.target,
-        flags=_FLAGS,
-        model=args.model,
-        weights=args.weights,
-        engine=args.engine,
-        dtype=args.dtype,
-        device=args.device,
-        endpoint=args.endpoint,
-        profile=args.profile,
-        n_prompt=args.n_prompt,
-        n_gen=args.n_gen,
-        n_depth=args.n_depth,
-        threads=args.threads,
-        ctx=args.ctx,
-        batch=args.batch,
-        ubatch=args.ubatch,
-        reps=args.reps,
-        warmup=args.warmup,
-        seed=args.seed,
-        timing=args.timing,
-        timeout_s=args.timeout,
-        memory_hz=args.memory_hz,
-        sensor_hz=args.sensor_hz,
-        sensors=_sensor_names(args.sensors),
-        idle_s=args.idle,
-        sysfs_root=args.sysfs_root,
-        cooldown_s=getattr(args, "cooldown", None),
-        cooldown_margin_c=getattr(args, "cooldown_margin", None),
-        cooldown_timeout_s=getattr(args, "cooldown_timeout", None),
-        engine_options=dict(args.engine_opt) if args.engine_opt else None,
-    )
+    return build_spec(flags=flag_names(), **options_from_args(args))
+
+
+def _add_db_arguments(p: Any, no_db: str | None = None) -> None:
+    from meltbench.results.location import add_db_option
+
+    add_db_option(p, no_db)
 
 
 def _db_from_args(args: argparse.Namespace) -> str | None:
-    from meltbench.errors import UsageError
-    from meltbench.results.store import default_db_path
+    from meltbench.results.location import db_from_args
 
-    if args.db is not None and args.no_db:
-        raise UsageError("--db and --no-db contradict each other; pass one of them")
-    return None if args.no_db else (args.db or str(default_db_path()))
+    db = db_from_args(args)
+    return None if db is None else str(db)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -556,10 +399,11 @@ def _cmd_sustain(args: argparse.Namespace) -> int:
         raise UsageError(f"--bin must be > 0 seconds (got {args.bin:g})")
     if args.reps is not None:
         raise UsageError("sustain runs for --duration, not --reps; drop --reps")
-    if args.n_prompt is None:
-        args.n_prompt = 64
-    if args.n_gen is None:
-        args.n_gen = 256
+    from meltbench.parameters import SUSTAIN_DEFAULTS
+
+    for key, value in SUSTAIN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     spec = _spec_from_args(args)
     db = _db_from_args(args)
     from rich.console import Console
@@ -822,9 +666,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace) -> Any:
-    from meltbench.results.store import ResultStore, default_db_path
+    from meltbench.results.location import db_from_args
+    from meltbench.results.store import ResultStore
 
-    return ResultStore(args.db or default_db_path(), readonly=True)
+    return ResultStore(db_from_args(args), readonly=True)
 
 
 def _cmd_results(args: argparse.Namespace) -> int:

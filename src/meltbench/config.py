@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from meltbench.errors import UsageError
+from meltbench.parameters import default
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -30,8 +31,8 @@ __all__ = [
     "usage_error_from",
 ]
 
-DEFAULT_MODEL = "gemma3-270m-q4_k_m"
-DEFAULT_ENGINE = "llama.cpp"
+DEFAULT_MODEL: str = default("model")
+DEFAULT_ENGINE: str = default("engine")
 
 
 class _Frozen(BaseModel):
@@ -74,7 +75,7 @@ class EngineSpec(_Frozen):
     name: str = Field(default=DEFAULT_ENGINE, min_length=1)
     threads: int | None = Field(default=None, ge=1)
     ctx: int | None = Field(default=None, ge=1)
-    batch: int = Field(default=512, ge=1)
+    batch: int = Field(default=default("batch"), ge=1)
     ubatch: int | None = Field(default=None, ge=1)
     dtype: str | None = Field(default=None, min_length=1)
     device: str | None = Field(default=None, min_length=1)
@@ -99,13 +100,13 @@ class WorkloadSpec(_Frozen):
             cost of choosing a token is reported as ``sample_ms``.
     """
 
-    n_prompt: int = Field(default=512, ge=1)
-    n_gen: int = Field(default=128, ge=1)
-    n_depth: int = Field(default=0, ge=0)
-    reps: int = Field(default=5, ge=1)
-    warmup: int = Field(default=1, ge=0)
-    seed: int = Field(default=0, ge=0)
-    timing: Literal["generation", "engine"] = "generation"
+    n_prompt: int = Field(default=default("n_prompt"), ge=1)
+    n_gen: int = Field(default=default("n_gen"), ge=1)
+    n_depth: int = Field(default=default("n_depth"), ge=0)
+    reps: int = Field(default=default("reps"), ge=1)
+    warmup: int = Field(default=default("warmup"), ge=0)
+    seed: int = Field(default=default("seed"), ge=0)
+    timing: Literal["generation", "engine"] = default("timing")
 
     @property
     def n_ctx_needed(self) -> int:
@@ -141,11 +142,11 @@ class SensorSpec(_Frozen):
             a recorded sysfs tree for tests and replays).
     """
 
-    memory_hz: float = Field(default=50.0, gt=0, le=1000)
-    hz: float = Field(default=10.0, gt=0, le=100)
+    memory_hz: float = Field(default=default("memory_hz"), gt=0, le=1000)
+    hz: float = Field(default=default("sensor_hz"), gt=0, le=100)
     use: tuple[str, ...] | None = None
-    idle_s: float = Field(default=2.0, ge=0, le=600)
-    root: str = Field(default="/", min_length=1)
+    idle_s: float = Field(default=default("idle_s"), ge=0, le=600)
+    root: str = Field(default=default("sysfs_root"), min_length=1)
 
 
 class CooldownSpec(_Frozen):
@@ -160,9 +161,9 @@ class CooldownSpec(_Frozen):
         timeout_s: longest wait for the temperature rule, seconds.
     """
 
-    seconds: float = Field(default=0.0, ge=0)
+    seconds: float = Field(default=default("cooldown_s"), ge=0)
     margin_c: float | None = Field(default=None, gt=0)
-    timeout_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=default("cooldown_timeout_s"), gt=0)
 
     @property
     def active(self) -> bool:
@@ -197,7 +198,7 @@ class RunSpec(_Frozen):
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     sensors: SensorSpec = Field(default_factory=SensorSpec)
     cooldown: CooldownSpec = Field(default_factory=CooldownSpec)
-    target: str = Field(default="local", min_length=1)
+    target: str = Field(default=default("target"), min_length=1)
     timeout_s: float | None = Field(default=None, gt=0)
     profile: bool = False
     memory_limit_bytes: int | None = Field(default=None, gt=0)

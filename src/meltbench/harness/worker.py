@@ -158,11 +158,12 @@ def _cooldown_waiter(conf: dict[str, Any] | None) -> Any:
     if not conf or not (conf.get("seconds") or conf.get("margin_c")):
         return None
     from meltbench.measure.cooldown import CooldownRule, wait_for_cooldown
+    from meltbench.parameters import default
 
     rule = CooldownRule(
         seconds=float(conf.get("seconds") or 0.0),
         margin_c=conf.get("margin_c"),
-        timeout_s=float(conf.get("timeout_s") or 300.0),
+        timeout_s=float(conf.get("timeout_s") or default("cooldown_timeout_s")),
     )
     read_hottest = None
     if rule.margin_c is not None:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from meltbench.parameters import default
+
 __all__ = ["CooldownRule", "wait_for_cooldown"]
 
 
@@ -48,7 +50,7 @@ class CooldownRule:
 
     seconds: float = 0.0
     margin_c: float | None = None
-    timeout_s: float = 300.0
+    timeout_s: float = default("cooldown_timeout_s")
     poll_s: float = 1.0
 
     def __post_init__(self) -> None:

@@ -77,6 +77,7 @@ from meltbench import metrics as metrics_catalogue
 from meltbench.errors import UsageError
 from meltbench.measure.stats import percentile
 from meltbench.results.identity import POINT_FIELDS, describe
+from meltbench.results.location import add_db_option
 
 if TYPE_CHECKING:  # only for annotations: keeps `meltbench --help` free of pydantic
     from meltbench.results.schema import RunResult
@@ -970,7 +971,8 @@ def load_selection(selector: str, db: str | Path | None, side: str = "BASE") -> 
         UsageError: no such database, run or sweep; an ambiguous prefix (also across runs
             and sweeps); a failed run; or no ok run in the sweep or database.
     """
-    from meltbench.results.store import ResultStore, default_db_path
+    from meltbench.results.location import default_db_path
+    from meltbench.results.store import ResultStore
 
     if not selector:
         raise UsageError(f"{side} is empty; give a run id, a sweep id or a database file")
@@ -1019,9 +1021,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("base", help="BASE: run id, sweep id (unique prefix), or database file")
     parser.add_argument("candidate", help="CANDIDATE: run id, sweep id, or database file")
-    parser.add_argument(
-        "--db", help="database of the ids (default: $MELTBENCH_DB or ./meltbench.db)"
-    )
+    add_db_option(parser, help="database of the ids (default: $MELTBENCH_DB or ./meltbench.db)")
     parser.add_argument("--base-db", help="database of BASE (overrides --db)")
     parser.add_argument("--candidate-db", help="database of CANDIDATE (overrides --db)")
     parser.add_argument(

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.results.location import DEFAULT_DB, default_db_path
 from meltbench.results.schema import Repetition, RunResult
 
 __all__ = ["DB_SCHEMA_VERSION", "DEFAULT_DB", "ResultStore", "default_db_path"]
 
 DB_SCHEMA_VERSION = 2
-DEFAULT_DB = "meltbench.db"
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -97,11 +97,6 @@ CREATE TABLE IF NOT EXISTS sweeps (
 
 # Migrations: MIGRATIONS[v] upgrades a database from version v to v + 1.
 MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _V1_TO_V2}
-
-
-def default_db_path() -> Path:
-    """``$MELTBENCH_DB`` if set, else ``./meltbench.db``."""
-    return Path(os.environ.get("MELTBENCH_DB") or DEFAULT_DB)
 
 
 class ResultStore:

@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from meltbench.errors import UsageError
+from meltbench.parameters import PARAMETERS
 from meltbench.results.schema import RunResult
 from meltbench.sweep.experiment import (
     INT_AXES,
@@ -36,8 +37,7 @@ from meltbench.sweep.listsyntax import parse_int_list, parse_str_list
 
 __all__ = ["analyze_sweep", "experiment_from_args", "run_sweep_command"]
 
-_AXIS_FLAGS = ("model", "engine", "quant", "dtype", "weights", "n_prompt", "n_gen", "n_depth",
-               "threads", "ctx", "reps", "warmup")  # fmt: skip
+_AXIS_FLAGS = tuple(p.key for p in PARAMETERS if p.sweep_flag)
 
 
 def experiment_from_args(args: argparse.Namespace) -> Experiment:
@@ -157,10 +157,11 @@ def run_sweep_command(args: argparse.Namespace, out: Console) -> int:
     """Body of ``meltbench sweep``; returns the exit code (1 if any point failed)."""
     from meltbench.report.terminal import print_bench_table
     from meltbench.results.export import export
-    from meltbench.results.store import ResultStore, default_db_path
+    from meltbench.results.location import db_from_args
+    from meltbench.results.store import ResultStore
     from meltbench.sweep.execute import estimate_seconds, prepare_points, run_sweep
 
-    db = Path(args.db) if args.db else default_db_path()
+    db = db_from_args(args)
     err = Console(stderr=True)
     if args.list:
         with ResultStore(db, readonly=True) as store:

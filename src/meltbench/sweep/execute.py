@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meltbench.api import FLAT_FIELDS, PreparedRun, build_spec, execute, prepare
+from meltbench.api import PreparedRun, build_spec, execute, prepare
 from meltbench.errors import RunInterrupted, UsageError
+from meltbench.parameters import default, flag_names
 from meltbench.results.schema import RunResult
 from meltbench.results.store import ResultStore
 from meltbench.sweep.experiment import Experiment, Point
@@ -46,7 +47,7 @@ __all__ = [
 #: and engine exists (roughly Gemma 3 270M Q4_K_M on 2 CPU cores).
 DEFAULT_RATES = (500.0, 30.0)
 #: RunSpec field path -> the experiment's parameter name, for error messages.
-_AXIS_NAMES = {f"{section}.{name}": key for key, (section, name) in FLAT_FIELDS.items()}
+_AXIS_NAMES = flag_names("sweep")  # errors name a point's setting by its file key
 _WORKER_OVERHEAD_S = 2.0  # worker start, imports, environment collection
 _LOAD_S = 1.0
 
@@ -213,7 +214,7 @@ def _point_cooldown(
     rule = CooldownRule(
         seconds=seconds,
         margin_c=float(margin) if margin is not None else None,
-        timeout_s=float(settings.get("cooldown_timeout_s") or 300.0),
+        timeout_s=float(settings.get("cooldown_timeout_s") or default("cooldown_timeout_s")),
     )
     read_hottest = None
     idle_c = None

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.parameters import INT_AXES, SWEEP_AXES
 from meltbench.sweep.listsyntax import parse_int_list
 
 __all__ = [
@@ -46,19 +47,7 @@ __all__ = [
     "parse_size",
 ]
 
-STR_AXES = ("model", "engine", "weights", "quant", "dtype", "device", "endpoint")
-INT_AXES = (
-    "threads",
-    "n_prompt",
-    "n_gen",
-    "n_depth",
-    "ctx",
-    "batch",
-    "ubatch",
-    "reps",
-    "warmup",
-    "seed",
-)
+STR_AXES = tuple(a for a in SWEEP_AXES if a not in INT_AXES)
 AXES = STR_AXES + INT_AXES
 #: points sharing these values load the same model: they run consecutively.
 GROUP_KEYS = ("model", "quant", "weights", "engine", "dtype", "device", "endpoint")
