@@ -11,7 +11,8 @@ each other in a cycle, and no module may exceed :data:`MAX_LINES` lines.
 The layers, lowest first (a package imports only from its own layer or below):
 
 ====  ===========================================================================
-0     ``meltbench`` (the lazy facade), ``errors``, ``metrics`` (the catalogue)
+0     ``meltbench`` (the lazy facade), ``errors``, ``metrics`` (the catalogue),
+      ``parameters`` (the run settings table)
 1     ``registry``, ``config`` (specs), ``environment``
 2     ``sensors``, ``workloads``, ``models`` (reading the world: hardware, prompts, files)
 3     ``measure`` (pure analysis: timing, stats, energy, roofline, scaling, ...)
@@ -41,6 +42,7 @@ LAYERS: dict[str, int] = {
     "meltbench": 0,
     "errors": 0,
     "metrics": 0,
+    "parameters": 0,
     "registry": 1,
     "config": 1,
     "environment": 1,
