@@ -21,8 +21,8 @@ import pytest
 from rich.console import Console
 
 import meltbench
+from meltbench.cli.compare import add_compare_arguments, compare_command
 from meltbench.errors import UsageError
-from meltbench.results.compare import add_compare_arguments, compare_command
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,11 @@ import random
 import pytest
 from rich.console import Console
 
+from meltbench.cli.compare import add_compare_arguments, compare_command
 from meltbench.errors import UsageError
 from meltbench.measure.stats import summarize
 from meltbench.results.compare import (
-    add_compare_arguments,
     bootstrap_ratio_ci,
-    compare_command,
     compare_metric,
     compare_results,
     group_points,

@@ -1,5 +1,9 @@
 """``meltbench compare``: two result sets, point by point, with a significance test.
 
+This module selects and matches the runs and holds the comparison; the statistics are
+:mod:`meltbench.results.significance`, the tables :mod:`meltbench.report.compare_view`,
+the command :mod:`meltbench.cli.compare`.
+
 Usable as a CI gate: the exit code is 1 when any compared metric regressed
 (significantly *and* beyond the threshold), 0 otherwise, 2 on bad input.
 
@@ -26,29 +30,10 @@ points that differ on purpose:
 If no point matches, the command fails with exit code 2 and says which fields differ,
 rather than passing a CI gate that compared nothing.
 
-Statistics, per matched point and metric (default metrics: ``prefill_tps``,
-``decode_tps``, ``ttft_ms``, ``itl_ms``, ``e2e_ms``, ``peak_rss_bytes``, when both sides
-have raw samples):
-
-- ``ratio = median(candidate) / median(base)`` (medians as in
-  :func:`meltbench.measure.stats.percentile`, Hyndman & Fan type 7).
-- 95% confidence interval of the ratio by the percentile bootstrap: each side's raw
-  samples are resampled with replacement, ``B = 2000`` times, with
-  ``random.Random(seed)``; the interval is the 2.5th and 97.5th percentiles of the
-  resampled ratios (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
-  ch. 13).
-- two-sided Mann-Whitney U test (Mann & Whitney 1947, *Ann. Math. Statist.* 18(1):50-60):
-  exact p-value from the permutation distribution of the rank sum (midranks for ties,
-  conditional on the tie pattern) when both samples have at most 20 values; else the
-  normal approximation with tie correction and continuity correction (Lehmann 1975,
-  *Nonparametrics*, ch. 1).
-- verdict: higher is better for ``*_tps``; lower is better for ``*_ms``, ``*_bytes`` and
-  energy/power/temperature metrics. ``regressed`` / ``improved`` when the CI excludes 1
-  on the worse / better side **and** the ratio is beyond the threshold that way
-  (default 5%: ratio < 0.95 or > 1.05); ``within threshold`` when the CI excludes 1 but
-  the change is smaller than the threshold; ``no significant change`` when the CI
-  contains 1; ``too few samples`` when a side has fewer than 3. The p-value is reported
-  but does not gate: with 3 samples per side the smallest exact two-sided p is 0.1.
+Statistics, per matched point and metric (:mod:`meltbench.results.significance`): the
+ratio of medians, its 95% percentile-bootstrap interval, a two-sided Mann-Whitney U test,
+and a verdict (regressed / improved when the interval excludes 1 and the change exceeds
+the threshold in the metric's direction, from :mod:`meltbench.metrics`).
 
 Unit of replication. Every statistic above treats the *repetition* (one request) as one
 sample. A per-token metric (``itl_ms``: one value per token gap) contributes one value
@@ -62,12 +47,9 @@ repetition medians (``tests/unit/test_compare_calibration.py``). Its ``n_base`` 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import random
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,16 +57,30 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from meltbench import metrics as metrics_catalogue
 from meltbench.errors import UsageError
-from meltbench.measure.stats import percentile
 from meltbench.results.identity import POINT_FIELDS, describe
-from meltbench.results.location import add_db_option
+from meltbench.results.significance import (
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    MIN_SAMPLES,
+    MannWhitneyResult,
+    MetricComparison,
+    Verdict,
+    bootstrap_ratio_ci,
+    compare_metric,
+    mann_whitney_u,
+    metric_direction,
+    verdict,
+)
 
 if TYPE_CHECKING:  # only for annotations: keeps `meltbench --help` free of pydantic
     from meltbench.results.schema import RunResult
 
 __all__ = [
+    "BOOTSTRAP_RESAMPLES",
+    "CONFIDENCE",
     "DEFAULT_METRICS",
     "IDENTITY_FIELDS",
+    "MIN_SAMPLES",
     "Comparison",
     "MannWhitneyResult",
     "MetricComparison",
@@ -92,9 +88,8 @@ __all__ = [
     "PointComparison",
     "PointMatch",
     "Selection",
-    "add_compare_arguments",
+    "Verdict",
     "bootstrap_ratio_ci",
-    "compare_command",
     "compare_metric",
     "compare_results",
     "group_points",
@@ -104,9 +99,8 @@ __all__ = [
     "metric_direction",
     "point_identity",
     "point_label",
-    "render_markdown",
-    "render_table",
     "replicates",
+    "show_value",
     "summary_line",
     "verdict",
 ]
@@ -114,320 +108,6 @@ __all__ = [
 DEFAULT_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms", "e2e_ms", "peak_rss_bytes")
 IDENTITY_FIELDS = POINT_FIELDS
 FORMATS = ("table", "json", "md")
-BOOTSTRAP_RESAMPLES = 2000
-CONFIDENCE = 0.95
-MIN_SAMPLES = 3
-EXACT_MAX_N = 20
-
-Verdict = Literal[
-    "improved", "regressed", "within threshold", "no significant change", "too few samples"
-]
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class MannWhitneyResult:
-    """A two-sided Mann-Whitney U test of x against y.
-
-    Attributes:
-        u: U statistic of x: the number of pairs (x_i, y_j) with x_i > y_j, ties counting
-            1/2; in [0, len(x) * len(y)].
-        p_value: two-sided p-value, in (0, 1].
-        method: ``exact`` (permutation distribution of the rank sum) or ``normal``.
-    """
-
-    u: float
-    p_value: float
-    method: Literal["exact", "normal"]
-
-
-def _midranks(values: Sequence[float]) -> list[float]:
-    """Ranks 1..N of ``values``, tied values sharing the mean of their ranks."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j + 2) / 2.0  # mean of ranks i+1 .. j+1
-        i = j + 1
-    return ranks
-
-
-def _exact_rank_sum_tails(doubled_ranks: Sequence[int], n1: int, w2: int) -> tuple[float, float]:
-    """P(W <= w) and P(W >= w) where W is the sum of ``n1`` ranks drawn without
-    replacement from ``doubled_ranks`` (all subsets equally likely), everything doubled
-    so that midranks are integers. Counts subsets by dynamic programming over the items:
-    ``counts[k][s]`` = number of k-subsets of the items seen so far with doubled sum s.
-    """
-    counts: list[dict[int, int]] = [{0: 1}] + [{} for _ in range(n1)]
-    for i, r in enumerate(doubled_ranks):
-        for k in range(min(i + 1, n1), 0, -1):
-            target = counts[k]
-            for s, c in counts[k - 1].items():
-                target[s + r] = target.get(s + r, 0) + c
-    dist = counts[n1]
-    total = sum(dist.values())
-    low = sum(c for s, c in dist.items() if s <= w2)
-    high = sum(c for s, c in dist.items() if s >= w2)
-    return low / total, high / total
-
-
-def mann_whitney_u(
-    x: Sequence[float],
-    y: Sequence[float],
-    method: Literal["auto", "exact", "normal"] = "auto",
-) -> MannWhitneyResult:
-    """Two-sided Mann-Whitney U test (Wilcoxon rank-sum test) of samples x and y.
-
-    Args:
-        x, y: the two samples (any unit, the same for both), each non-empty.
-        method: ``exact``: the permutation distribution of x's rank sum over all
-            ``C(n, len(x))`` equally likely splits, with midranks for ties (so exact
-            conditional on the tie pattern); two-sided p = min(1, 2 * min(P(W <= w),
-            P(W >= w))) as in SciPy. ``normal``: z = (|U - n1 n2 / 2| - 1/2) / sigma with
-            sigma^2 = n1 n2 / 12 * ((n + 1) - sum(t^3 - t) / (n (n - 1))) over tie groups
-            of size t (tie and continuity corrections); p = erfc(z / sqrt 2); p = 1 when
-            every value is tied. ``auto``: exact when both samples have at most 20
-            values, else normal.
-
-    Returns:
-        :class:`MannWhitneyResult` with U of x (pairs x_i > y_j, ties 1/2).
-
-    Raises:
-        ValueError: an empty sample or an unknown method.
-
-    Sources: Mann & Whitney (1947), Ann. Math. Statist. 18(1):50-60; tie correction:
-    Lehmann (1975), Nonparametrics: Statistical Methods Based on Ranks, ch. 1. Checked
-    against SciPy 1.17 (``mannwhitneyu`` asymptotic and exact, and an exhaustive
-    permutation test for ties) on 300 random cases: equal to 1e-12.
-    """
-    n1, n2 = len(x), len(y)
-    if n1 == 0 or n2 == 0:
-        raise ValueError("Mann-Whitney U test needs two non-empty samples")
-    if method not in ("auto", "exact", "normal"):
-        raise ValueError(f"unknown method {method!r}; use auto, exact or normal")
-    pooled = [float(v) for v in x] + [float(v) for v in y]
-    ranks = _midranks(pooled)
-    rank_sum_x = math.fsum(ranks[:n1])
-    u = rank_sum_x - n1 * (n1 + 1) / 2.0
-    if method == "auto":
-        method = "exact" if max(n1, n2) <= EXACT_MAX_N else "normal"
-    if method == "exact":
-        doubled = [round(2 * r) for r in ranks]
-        low, high = _exact_rank_sum_tails(doubled, n1, round(2 * rank_sum_x))
-        return MannWhitneyResult(u, min(1.0, 2.0 * min(low, high)), "exact")
-    n = n1 + n2
-    ties = {}
-    for v in pooled:
-        ties[v] = ties.get(v, 0) + 1
-    tie_term = sum(t**3 - t for t in ties.values())
-    var = n1 * n2 / 12.0 * ((n + 1) - tie_term / (n * (n - 1))) if n > 1 else 0.0
-    if var <= 0:
-        return MannWhitneyResult(u, 1.0, "normal")
-    z = max(0.0, abs(u - n1 * n2 / 2.0) - 0.5) / math.sqrt(var)
-    return MannWhitneyResult(u, min(1.0, math.erfc(z / math.sqrt(2.0))), "normal")
-
-
-def bootstrap_ratio_ci(
-    base: Sequence[float],
-    candidate: Sequence[float],
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = 0,
-) -> tuple[float, float] | None:
-    """Percentile-bootstrap confidence interval of ``median(candidate) / median(base)``.
-
-    Each of ``resamples`` replicates draws ``len(base)`` values from ``base`` and
-    ``len(candidate)`` from ``candidate``, with replacement, using one
-    ``random.Random(seed)`` (so the interval is a pure function of its arguments); the
-    interval is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles of
-    the replicate ratios (type-7 interpolation). Replicates whose base median is 0 are
-    skipped.
-
-    Args:
-        base, candidate: raw samples, same unit, each non-empty.
-        resamples: number of bootstrap replicates B (>= 1).
-        confidence: in (0, 1).
-        seed: seed of the resampling.
-
-    Returns:
-        ``(low, high)``, dimensionless; None if every replicate had a base median of 0.
-
-    Raises:
-        ValueError: an empty sample, ``resamples < 1`` or ``confidence`` outside (0, 1).
-
-    Source: Efron & Tibshirani (1993), An Introduction to the Bootstrap, ch. 13.
-    """
-    if not base or not candidate:
-        raise ValueError("bootstrap needs two non-empty samples")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    rng = random.Random(seed)
-    b_vals, c_vals = [float(v) for v in base], [float(v) for v in candidate]
-    nb, nc = len(b_vals), len(c_vals)
-    ratios = []
-    for _ in range(resamples):
-        mb = percentile(rng.choices(b_vals, k=nb), 50.0)
-        mc = percentile(rng.choices(c_vals, k=nc), 50.0)
-        if mb != 0:
-            ratios.append(mc / mb)
-    if not ratios:
-        return None
-    alpha = (1.0 - confidence) / 2.0
-    return percentile(ratios, 100.0 * alpha), percentile(ratios, 100.0 * (1.0 - alpha))
-
-
-def metric_direction(name: str) -> Literal[1, -1]:
-    """+1 if higher is better for metric ``name``, -1 if lower is better, from the metrics
-    catalogue (:func:`meltbench.metrics.direction`; energy windows and ``_net`` resolve
-    to their family).
-
-    Raises:
-        ValueError: a metric whose direction is unknown (e.g. ``cpu_freq_mhz_decode``), a
-            standard error, or a name that is not a metric.
-    """
-    return metrics_catalogue.direction(name)
-
-
-def verdict(
-    ratio: float | None,
-    ci: tuple[float, float] | None,
-    direction: int,
-    threshold: float,
-    n_base: int,
-    n_candidate: int,
-) -> Verdict:
-    """The verdict of one (point, metric) comparison.
-
-    Args:
-        ratio: median(candidate) / median(base), dimensionless (None if undefined).
-        ci: its confidence interval (low, high), or None.
-        direction: +1 higher is better, -1 lower is better.
-        threshold: smallest relative change that counts, e.g. 0.05 for 5%.
-        n_base, n_candidate: sample counts.
-
-    Returns:
-        ``too few samples`` (a side has < 3), ``regressed`` / ``improved`` (CI excludes 1
-        and ``|ratio - 1| > threshold``, worse / better way), ``within threshold`` (CI
-        excludes 1, smaller change), else ``no significant change``.
-    """
-    if min(n_base, n_candidate) < MIN_SAMPLES:
-        return "too few samples"
-    if ratio is None or ci is None:
-        return "no significant change"
-    low, high = ci
-    if low <= 1.0 <= high:
-        return "no significant change"
-    if abs(ratio - 1.0) <= threshold + 1e-12:  # a ratio of exactly 0.95 is 5%, not more
-        return "within threshold"
-    better = (ratio > 1.0) == (direction > 0)
-    ci_agrees = (low > 1.0) == (ratio > 1.0)  # the CI and the estimate point the same way
-    if not ci_agrees:
-        return "no significant change"
-    return "improved" if better else "regressed"
-
-
-@dataclass(frozen=True)
-class MetricComparison:
-    """One metric of one matched point.
-
-    Attributes:
-        metric: metric name (unit in the name).
-        direction: +1 higher is better, -1 lower is better.
-        n_base, n_candidate: number of samples (repetitions; see :func:`replicates`).
-        base_median, candidate_median: in the metric's unit.
-        ratio: candidate / base medians (None when the base median is 0).
-        ci_low, ci_high: bootstrap 95% CI of the ratio (None with < 3 samples a side).
-        u, p_value, p_method: Mann-Whitney U of the candidate, two-sided p, method
-            (None with < 3 samples a side).
-        verdict: see :func:`verdict`.
-    """
-
-    metric: str
-    direction: int
-    n_base: int
-    n_candidate: int
-    base_median: float
-    candidate_median: float
-    ratio: float | None
-    ci_low: float | None
-    ci_high: float | None
-    u: float | None
-    p_value: float | None
-    p_method: str | None
-    verdict: Verdict
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; ``direction`` as ``higher`` / ``lower`` (is better)."""
-        return {
-            "metric": self.metric,
-            "direction": "higher" if self.direction > 0 else "lower",
-            "n_base": self.n_base,
-            "n_candidate": self.n_candidate,
-            "base_median": self.base_median,
-            "candidate_median": self.candidate_median,
-            "ratio": self.ratio,
-            "ci95_low": self.ci_low,
-            "ci95_high": self.ci_high,
-            "u": self.u,
-            "p_value": self.p_value,
-            "p_method": self.p_method,
-            "verdict": self.verdict,
-        }
-
-
-def compare_metric(
-    metric: str,
-    base: Sequence[float],
-    candidate: Sequence[float],
-    threshold: float = 0.05,
-    seed: int = 0,
-) -> MetricComparison:
-    """Compare the raw samples of one metric: ratio of medians, bootstrap CI, U test,
-    verdict (see the module docstring).
-
-    Args:
-        metric: its name, which sets the direction (:func:`metric_direction`).
-        base, candidate: raw samples in the metric's unit, each non-empty.
-        threshold: relative change that counts (>= 0), e.g. 0.05.
-        seed: seed of the bootstrap (the same seed for every metric and point, so each
-            result does not depend on which others were computed).
-
-    Raises:
-        ValueError: unknown direction, or an empty sample.
-    """
-    direction = metric_direction(metric)
-    if not base or not candidate:
-        raise ValueError(f"{metric}: both sides need samples")
-    mb, mc = percentile(base, 50.0), percentile(candidate, 50.0)
-    ratio = mc / mb if mb != 0 else None
-    ci: tuple[float, float] | None = None
-    test: MannWhitneyResult | None = None
-    if min(len(base), len(candidate)) >= MIN_SAMPLES:
-        ci = bootstrap_ratio_ci(base, candidate, seed=seed)
-        test = mann_whitney_u(candidate, base)
-    return MetricComparison(
-        metric=metric,
-        direction=direction,
-        n_base=len(base),
-        n_candidate=len(candidate),
-        base_median=mb,
-        candidate_median=mc,
-        ratio=ratio,
-        ci_low=ci[0] if ci else None,
-        ci_high=ci[1] if ci else None,
-        u=test.u if test else None,
-        p_value=test.p_value if test else None,
-        p_method=test.method if test else None,
-        verdict=verdict(ratio, ci, direction, threshold, len(base), len(candidate)),
-    )
 
 
 # --------------------------------------------------------------------------- matching
@@ -550,12 +230,13 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, A
     return {f: (a.get(f), b.get(f)) for f in IDENTITY_FIELDS if a.get(f) != b.get(f)}
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """An identity value as printed in messages and tables: ``-`` for None, else str."""
     return "-" if value is None else str(value)
 
 
 def _fmt_values(values: Iterable[Any]) -> str:
-    return ", ".join(sorted({_show(v) for v in values}))
+    return ", ".join(sorted({show_value(v) for v in values}))
 
 
 def match_points(
@@ -688,7 +369,7 @@ class PointComparison:
         if not diff:
             return self.base.label
         common = {k: v for k, v in self.base.identity.items() if k not in diff}
-        changes = ", ".join(f"{f} {_show(b)} → {_show(c)}" for f, (b, c) in diff.items())
+        changes = ", ".join(f"{f} {show_value(b)} → {show_value(c)}" for f, (b, c) in diff.items())
         return f"{point_label(common)} ({changes})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -842,109 +523,7 @@ def summary_line(comparison: Comparison) -> str:
     return text + ("; " + ", ".join(tails) if tails else "")
 
 
-def _fmt_value(metric: str, value: float) -> str:
-    if metric.endswith("_bytes"):
-        from meltbench.results.tables import format_bytes
-
-        return format_bytes(value)
-    return f"{value:.2f}"
-
-
-def _cells(m: MetricComparison) -> list[str]:
-    ratio = "-" if m.ratio is None else f"{m.ratio:.3f}"
-    ci = "-" if m.ci_low is None or m.ci_high is None else f"[{m.ci_low:.3f}, {m.ci_high:.3f}]"
-    if m.p_value is None:
-        p = "-"
-    elif m.p_value < 0.001:
-        p = "<0.001"
-    else:
-        p = f"{m.p_value:.3f}"
-    arrow = "↑" if m.direction > 0 else "↓"
-    return [
-        f"{m.metric} {arrow}",
-        f"{_fmt_value(m.metric, m.base_median)} (n={m.n_base})",
-        f"{_fmt_value(m.metric, m.candidate_median)} (n={m.n_candidate})",
-        ratio,
-        ci,
-        p,
-        m.verdict,
-    ]
-
-
-_COLUMNS = ("point", "metric", "base median", "candidate median", "ratio", "95% CI", "p", "verdict")
-
-
-def _forced_text(forced: dict[str, tuple[Any, Any]]) -> str:
-    if not forced:
-        return "forced comparison: the two points have the same identity"
-    diffs = ", ".join(f"{f} {_show(b)} vs {_show(c)}" for f, (b, c) in forced.items())
-    return f"warning: forced comparison of points that differ in {diffs} (base vs candidate)"
-
-
-def _unmatched_lines(comparison: Comparison) -> list[str]:
-    lines = []
-    for side, points in (("base", comparison.only_base), ("candidate", comparison.only_candidate)):
-        for p in points:
-            runs = ", ".join(r[:8] for r in p.run_ids)
-            lines.append(f"only in {side} (not compared): {p.label} (run {runs})")
-    return lines
-
-
-def render_table(comparison: Comparison, console: Any) -> None:
-    """Print the comparison as a rich table on ``console`` (a ``rich.console.Console``):
-    regressions in bold red, improvements in green; then the unmatched points and the
-    summary line."""
-    from rich.table import Table
-    from rich.text import Text
-
-    if comparison.forced is not None:
-        console.print(Text(_forced_text(comparison.forced), style="yellow"))
-    table = Table(header_style="bold")
-    for col in _COLUMNS:
-        table.add_column(col, justify="right" if col in ("ratio", "p") else "left")
-    styles = {"regressed": "bold red", "improved": "green"}
-    for i, pc in enumerate(comparison.points):
-        if i:
-            table.add_section()
-        for j, m in enumerate(pc.metrics):
-            label = pc.label if j == 0 else ""
-            table.add_row(label, *_cells(m), style=styles.get(m.verdict))
-        if not pc.metrics:
-            table.add_row(pc.label, "(no metric with samples on both sides)")
-    console.print(table)
-    for line in _unmatched_lines(comparison):
-        console.print(line, highlight=False)
-    style = "bold red" if comparison.exit_code else "bold"
-    console.print(Text(summary_line(comparison), style=style))
-
-
-def render_markdown(comparison: Comparison) -> str:
-    """The comparison as GitHub Markdown: a table (regressions in bold), the unmatched
-    points, the summary line."""
-
-    def esc(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    lines = []
-    if comparison.forced is not None:
-        lines += [f"> {_forced_text(comparison.forced)}", ""]
-    lines.append("| " + " | ".join(_COLUMNS) + " |")
-    lines.append("| " + " | ".join("---" for _ in _COLUMNS) + " |")
-    for pc in comparison.points:
-        for m in pc.metrics:
-            cells = [pc.label, *_cells(m)]
-            if m.verdict == "regressed":
-                cells[-1] = f"**{cells[-1]}**"
-            lines.append("| " + " | ".join(esc(c) for c in cells) + " |")
-    unmatched = _unmatched_lines(comparison)
-    if unmatched:
-        lines.append("")
-        lines += [f"- {esc(line)}" for line in unmatched]
-    lines += ["", summary_line(comparison)]
-    return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- command
+# --------------------------------------------------------------------------- selection
 
 
 def _ok_runs(results: Iterable[RunResult]) -> tuple[list[RunResult], int]:
@@ -1010,92 +589,3 @@ def load_selection(selector: str, db: str | Path | None, side: str = "BASE") -> 
     if not results:
         raise UsageError(f"{side}: sweep {full[:8]} has no ok runs in {db_path}")
     return Selection(selector, "sweep", str(db_path), results, failed)
-
-
-def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the arguments of ``meltbench compare`` on ``parser`` (the subparser).
-
-    Namespace fields: base, candidate (str); db, base_db, candidate_db (str or None);
-    threshold (float, 0.05); metrics (list of str or None); format (table, json, md);
-    seed (int, 0); force (bool); ignore (list of str or None).
-    """
-    parser.add_argument("base", help="BASE: run id, sweep id (unique prefix), or database file")
-    parser.add_argument("candidate", help="CANDIDATE: run id, sweep id, or database file")
-    add_db_option(parser, help="database of the ids (default: $MELTBENCH_DB or ./meltbench.db)")
-    parser.add_argument("--base-db", help="database of BASE (overrides --db)")
-    parser.add_argument("--candidate-db", help="database of CANDIDATE (overrides --db)")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=0.05,
-        help="smallest relative change that counts as a regression (default: 0.05 = 5%%)",
-    )
-    parser.add_argument(
-        "--metrics",
-        type=lambda s: [m for m in s.split(",") if m],
-        help="comma-separated metrics (default: " + ",".join(DEFAULT_METRICS) + ")",
-    )
-    parser.add_argument("-f", "--format", choices=FORMATS, default="table", help="output format")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="compare one point with one point even if their identities differ "
-        "(e.g. threads 1 vs 2, Q4_0 vs Q4_K_M); the differing fields are printed",
-    )
-    parser.add_argument(
-        "--ignore",
-        action="append",
-        metavar="FIELD",
-        help="leave an identity field out of the matching, repeatable: "
-        + ", ".join(IDENTITY_FIELDS),
-    )
-
-
-def compare_command(args: argparse.Namespace, console: Any) -> int:
-    """Run ``meltbench compare``: select, match, compare, print.
-
-    Args:
-        args: namespace of :func:`add_compare_arguments` (``force`` and ``ignore`` may be
-            absent: default off).
-        console: ``rich.console.Console`` for the table; json and md are written to
-            ``console.file``.
-
-    Returns:
-        1 if any metric regressed (significant and beyond the threshold), else 0.
-
-    Raises:
-        UsageError: bad input (exit code 2 in the CLI), one line.
-    """
-    fmt = getattr(args, "format", "table") or "table"
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    threshold = getattr(args, "threshold", 0.05)
-    threshold = 0.05 if threshold is None else float(threshold)
-    db = getattr(args, "db", None)
-    base_db = getattr(args, "base_db", None) or db
-    cand_db = getattr(args, "candidate_db", None) or db
-    ignore_arg = getattr(args, "ignore", None) or []
-    ignore = [f for item in ignore_arg for f in str(item).split(",") if f]
-    seed = getattr(args, "seed", 0)
-    base = load_selection(args.base, base_db, "BASE")
-    cand = load_selection(args.candidate, cand_db, "CANDIDATE")
-    comparison = compare_results(
-        base.results,
-        cand.results,
-        metrics=getattr(args, "metrics", None),
-        threshold=threshold,
-        seed=0 if seed is None else int(seed),
-        force=bool(getattr(args, "force", False)),
-        ignore=ignore,
-    )
-    if fmt == "json":
-        doc = {"base": base.to_dict(), "candidate": cand.to_dict(), **comparison.to_dict()}
-        out = getattr(console, "file", None) or sys.stdout
-        out.write(json.dumps(doc, indent=2) + "\n")
-    elif fmt == "md":
-        out = getattr(console, "file", None) or sys.stdout
-        out.write(render_markdown(comparison))
-    else:
-        render_table(comparison, console)
-    return comparison.exit_code
