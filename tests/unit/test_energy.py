@@ -9,16 +9,15 @@ from meltbench.measure.energy import (
     attribute_energy,
     counter_energy_j,
     counter_update_points,
-    frequency_stats,
     idle_power_w,
     interpolate,
     power_energy_j,
     rep_energy_metrics,
-    select_energy_channels,
-    temperature_stats,
     unwrap_counter,
     window_energy,
 )
+from meltbench.measure.energy_channels import select_energy_channels
+from meltbench.measure.thermal import frequency_stats, temperature_stats
 from meltbench.sensors.base import Channel
 from meltbench.sensors.sampler import SensorSeries
 

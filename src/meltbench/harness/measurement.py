@@ -129,7 +129,7 @@ def measure(
         if cooldown:
             idle_c = None
             if session is not None and session.baseline is not None:
-                from meltbench.measure.energy import temperature_stats
+                from meltbench.measure.thermal import temperature_stats
 
                 idle_c = temperature_stats(session.baseline).get("temp_max_c")
             job["cooldown"] = {

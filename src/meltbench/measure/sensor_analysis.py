@@ -19,14 +19,13 @@ from typing import Any
 
 from meltbench.measure.energy import (
     Window,
-    frequency_stats,
     idle_power_w,
     rep_energy_metrics,
-    select_energy_channels,
-    temperature_stats,
     unwrap_counter,
     window_energy,
 )
+from meltbench.measure.energy_channels import select_energy_channels
+from meltbench.measure.thermal import frequency_stats, temperature_stats
 from meltbench.measure.warnings import BenchWarning
 from meltbench.sensors.base import Probe
 from meltbench.sensors.sampler import SensorSeries

@@ -530,7 +530,7 @@ class _AndroidRun:
         return info
 
     def sensors_info(self) -> tuple[dict[str, Any], dict[str, float]]:
-        from meltbench.measure.energy import select_energy_channels
+        from meltbench.measure.energy_channels import select_energy_channels
         from meltbench.measure.sensor_analysis import analyze_sensors, power_series
 
         spec = self.spec
