@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "metrics": 0,
     "parameters": 0,
+    "timestamps": 0,
     "registry": 1,
     "config": 1,
     "environment": 1,

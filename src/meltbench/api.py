@@ -13,9 +13,7 @@ A run goes through three steps, each usable alone:
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +25,11 @@ from meltbench.config import RunSpec, usage_error_from
 from meltbench.engines.base import EngineSettings
 from meltbench.errors import RunInterrupted, UsageError
 from meltbench.harness.worker import PROTOCOL
-from meltbench.measure.analysis import analyze_reps
-from meltbench.measure.warnings import BenchWarning, check_memory_rate
 from meltbench.models.resolve import ResolvedModel, resolve_model
 from meltbench.parameters import flat_fields
 from meltbench.registry import ENGINES
-from meltbench.results.schema import Repetition, RunResult
+from meltbench.results.assemble import result_from_measurement
+from meltbench.results.schema import RunResult
 
 __all__ = [
     "PreparedRun",
@@ -230,10 +227,6 @@ def _check_sensor_settings(spec: RunSpec) -> None:
         )
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 def execute(
     prepared: PreparedRun,
     on_event: EventCallback | None = None,
@@ -302,7 +295,7 @@ def execute(
 
         bandwidth = BandwidthResult.from_dict(measurement.bandwidth)
         store_bandwidth(spec.target, bandwidth)
-    return _result_of(prepared, measurement, sustain_s, sustain_bin_s, bandwidth)
+    return result_from_measurement(prepared, measurement, sustain_s, sustain_bin_s, bandwidth)
 
 
 #: environment variable that sets the roof of every run, GB/s (e.g. a datasheet figure)
@@ -335,220 +328,6 @@ def known_bandwidth(target: str) -> Any:
             results={"read": {1: gbs * 1e9}}, method=f"${BANDWIDTH_ENV}", host=target
         )
     return cached_bandwidth(target)
-
-
-def _result_of(
-    prepared: PreparedRun,
-    measurement: Any,
-    sustain_s: float | None,
-    sustain_bin_s: float,
-    bandwidth: Any = None,
-) -> tuple[RunResult, bool]:
-    """Turn a :class:`~meltbench.harness.measurement.Measurement` into a result.
-
-    ``bandwidth`` (a :class:`~meltbench.measure.bandwidth.BandwidthResult`) is the roof of
-    the decode roofline; None leaves the bound and efficiency out.
-    """
-    from meltbench.measure.sensor_analysis import analyze_sensors
-    from meltbench.measure.stats import summarize
-    from meltbench.sensors.sampler import SensorSeries
-
-    spec = prepared.spec
-    out = measurement.output()
-    interrupted = measurement.interrupted
-    started, finished = measurement.started_at, measurement.finished_at or _now()
-    mem = measurement.memory
-    kernel = (out.done or {}).get("memory") or {}
-    sampled_peak = mem.get("peak_sampled_bytes")
-    candidates = [v for v in (kernel.get("vm_hwm_bytes"), sampled_peak) if v]
-    peak = max(candidates) if candidates else None
-    memory = {
-        "peak_rss_bytes": peak,
-        "peak_rss_sampled_bytes": sampled_peak,
-        "vm_hwm_bytes": kernel.get("vm_hwm_bytes"),
-        "ru_maxrss_bytes": kernel.get("ru_maxrss_bytes"),
-        "requested_hz": spec.sensors.memory_hz,
-        "achieved_hz": mem.get("achieved_hz"),
-        "policy": mem.get("policy"),
-        "samples": mem.get("samples") or [],
-    }
-
-    failure = out.failure_cause(spec.timeout_s)
-    try:
-        analysis = analyze_reps(out.reps, spec.workload.n_prompt, out.load_ns, peak)
-    except (ValueError, KeyError, TypeError) as exc:
-        from meltbench.measure.analysis import Analysis
-
-        analysis = Analysis()
-        failure = failure or f"worker sent inconsistent repetitions: {exc}"
-    warnings: list[BenchWarning] = list(analysis.warnings)
-    warnings += check_memory_rate(spec.sensors.memory_hz, memory["achieved_hz"])
-
-    loaded = next((e for e in out.events if e.get("event") == "loaded"), None)
-    load_window = None
-    if loaded and loaded.get("t_load_start_ns") is not None:
-        load_window = (int(loaded["t_load_start_ns"]), int(loaded["t_load_end_ns"]))
-    sensed = measurement.sensors or {}
-    series = SensorSeries.from_dict(sensed["series"]) if sensed.get("series") else None
-    baseline = SensorSeries.from_dict(measurement.baseline) if measurement.baseline else None
-    sensors = analyze_sensors(
-        measurement.probes,
-        series,
-        baseline,
-        out.reps,
-        spec.workload.n_prompt,
-        hz=spec.sensors.hz,
-        load_window=load_window,
-        idle_s=spec.sensors.idle_s,
-        device_state=measurement.device_state,
-        achieved_hz=sensed.get("achieved_hz"),
-    )
-    metrics = dict(analysis.metrics)
-    for name, values in sensors.per_rep.items():
-        if values:
-            metrics[name] = summarize(values)
-    for name, value in sensors.single.items():
-        metrics[name] = summarize([value])
-    warnings += sensors.warnings
-    roof = _roofline_of(prepared, out.engine, metrics, memory, bandwidth)
-    if sensed:
-        sensors.info["policy"] = sensed.get("policy")
-        sensors.info["errors"] = sensed.get("errors", 0)
-
-    sustain = None
-    if sustain_s is not None:
-        sustain = _sustain_section(out.reps, series, sustain_s, sustain_bin_s)
-        verdict = sustain.get("verdict") or {}
-        if verdict.get("throttled"):
-            warnings.append(
-                BenchWarning(
-                    "throttling",
-                    f"decode tok/s fell {verdict.get('drop_ratio', 0):.0%} after "
-                    f"{verdict.get('time_to_throttle_s') or 0:.0f} s with "
-                    "temperature/frequency changes: the device throttled",
-                    "report steady-state numbers, cool the device, or use a lower power mode",
-                    "decode_tps",
-                )
-            )
-
-    model_facts = {
-        "ref": prepared.model.ref,
-        "alias": prepared.model.alias,
-        "format": prepared.model.format,
-        "weights": spec.model.weights,
-    }
-    model_facts.update(prepared.model.info)
-    if model_facts.get("n_params") is None and out.engine:
-        model_facts["n_params"] = out.engine.get("n_params")  # random weights: built ones
-    test = spec.workload.label
-    if sustain_s is not None:
-        test = f"sustain{sustain_s:g}s:{test}"
-    result = RunResult(
-        run_id=uuid.uuid4().hex,
-        status="failed" if failure else "ok",
-        failure=failure,
-        started_at=started,
-        finished_at=finished,
-        test=test,
-        spec=spec,
-        settings=prepared.settings.to_dict(),
-        model=model_facts,
-        engine=out.engine or {"name": prepared.engine},
-        environment=out.environment or {},
-        metrics=metrics,
-        cold=analysis.cold,
-        fidelity=analysis.fidelity,
-        memory=memory,
-        warnings=[w.to_dict() for w in warnings],
-        profile=out.profile,
-        repetitions=[
-            Repetition.model_validate({k: v for k, v in r.items() if k != "event"})
-            for r in out.reps
-        ],
-        sensors=sensors.info,
-        target=spec.target,
-        device_state=measurement.device_state,
-        sustain=sustain,
-        roofline=roof,
-    )
-    return result, interrupted
-
-
-def _roofline_of(
-    prepared: PreparedRun,
-    engine_info: dict[str, Any] | None,
-    metrics: dict[str, Any],
-    memory: dict[str, Any],
-    bandwidth: Any,
-) -> dict[str, Any] | None:
-    """Add KV cache bytes (to ``memory`` and ``metrics``) and the decode roofline metrics;
-    return the roofline section (None for a model that is not a GGUF file)."""
-    from meltbench.measure.roofline import analyze_roofline, kv_figures
-    from meltbench.measure.stats import summarize
-    from meltbench.models.footprint import read_footprint
-
-    footprint = None
-    if prepared.model.format == "gguf" and prepared.model.path is not None:
-        try:
-            footprint = read_footprint(prepared.model.path)
-        except (UsageError, ValueError, OSError):
-            footprint = None
-    kv = kv_figures(footprint, engine_info, prepared.settings.n_ctx)
-    memory.update(kv)
-    if kv["kv_cache_bytes"] is not None:
-        metrics["kv_cache_bytes"] = summarize([float(kv["kv_cache_bytes"])])
-    if footprint is None:
-        return None
-    w = prepared.spec.workload
-    decode = metrics.get("decode_tps")
-    threads = prepared.settings.threads
-    figure = bandwidth.best("read", threads) if bandwidth is not None else None
-    values, section = analyze_roofline(
-        footprint,
-        engine_info,
-        w.n_depth,
-        w.n_prompt,
-        w.n_gen,
-        list(decode.samples) if decode is not None else [],
-        figure,
-    )
-    for name, vals in values.items():
-        metrics[name] = summarize(vals)
-    if bandwidth is not None:
-        section["bandwidth"] = {
-            "kernel": "read",
-            "threads": bandwidth.threads_for(threads),
-            "method": bandwidth.method,
-            "host": bandwidth.host,
-            "measured_at": bandwidth.measured_at,
-            "size_bytes": bandwidth.size_bytes,
-        }
-    return section
-
-
-def _sustain_section(
-    reps: list[dict[str, Any]], series: Any, duration_s: float, bin_s: float
-) -> dict[str, Any]:
-    """The sustain time series and throttling verdict (see :mod:`meltbench.measure.sustain`)."""
-    from meltbench.measure.sensor_analysis import sustain_channels
-    from meltbench.measure.sustain import summarize_sustain
-
-    timed = [r for r in reps if r.get("kind") == "timed"]
-    requests = [(int(r["t_start_ns"]), list(r["token_ns"])) for r in timed]
-    t0 = requests[0][0] if requests else 0
-    end = max((r[1][-1] for r in requests if r[1]), default=None)
-    temp, freq, power = sustain_channels(series)
-    section = summarize_sustain(
-        requests,
-        t0,
-        bin_s=bin_s,
-        end_ns=end + 1 if end is not None else None,
-        temp=temp,
-        freq=freq,
-        power=power,
-    )
-    section["duration_s"] = duration_s
-    return section
 
 
 def run(

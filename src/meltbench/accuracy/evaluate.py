@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.timestamps import utc_now
 
 __all__ = ["EvalOptions", "accuracy_metrics", "evaluate_model", "score_model"]
 
@@ -206,7 +207,7 @@ def evaluate_model(
     options = options or EvalOptions()
     _check(options)
     say = on_status or (lambda _msg: None)
-    started = _now()
+    started = utc_now()
     text = corpus_sha = None
     if options.corpus is not None:
         from meltbench.accuracy.perplexity import corpus_sha256, load_corpus
@@ -292,7 +293,7 @@ def evaluate_model(
         run_id=uuid.uuid4().hex,
         status="ok",
         started_at=started,
-        finished_at=_now(),
+        finished_at=utc_now(),
         test=test,
         spec=spec,
         settings={"threads": options.threads, "n_ctx": options.ctx},
@@ -311,7 +312,3 @@ def _reference_summary(reference: Any) -> dict[str, Any] | None:
     return {k: reference.meta.get(k) for k in keep if k in reference.meta} | {
         "perplexity": float(reference.perplexity)
     }
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")

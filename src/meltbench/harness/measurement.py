@@ -12,20 +12,16 @@ host then turns it into a :class:`~meltbench.results.schema.RunResult`
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from meltbench.harness.runner import WorkerOutput, record_event, run_worker
+from meltbench.timestamps import utc_now
 
 __all__ = ["Measurement", "measure"]
 
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -122,7 +118,7 @@ def measure(
     use = spec.use
     sensing = use is None or any(n != "none" for n in use)
     session = open_session(spec) if sensing else None
-    m = Measurement(started_at=_now())
+    m = Measurement(started_at=utc_now())
     try:
         job = dict(job)
         cooldown = run.get("cooldown")
@@ -152,7 +148,7 @@ def measure(
             out = getattr(exc, "output", None)
             if out is None:  # before the worker existed: nothing measured, just stop
                 raise
-        m.finished_at = _now()
+        m.finished_at = utc_now()
         m.events = out.events
         m.returncode = out.returncode
         m.stderr_tail = out.stderr_tail

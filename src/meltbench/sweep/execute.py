@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from meltbench.parameters import default, flag_names
 from meltbench.results.schema import RunResult
 from meltbench.results.store import ResultStore
 from meltbench.sweep.experiment import Experiment, Point
+from meltbench.timestamps import utc_now
 
 __all__ = [
     "DEFAULT_RATES",
@@ -153,10 +153,6 @@ class SweepOutcome:
     analysis: dict[str, Any] = field(default_factory=dict)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 def _open_sweep(
     store: ResultStore, exp: Experiment, points: list[Point], resume: str | bool
 ) -> tuple[str, bool]:
@@ -189,7 +185,7 @@ def _open_sweep(
     store.create_sweep(
         sweep_id,
         exp.name,
-        _now(),
+        utc_now(),
         [{"key": p.key, "params": p.params} for p in points],
         exp.settings,
         source=source,

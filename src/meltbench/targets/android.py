@@ -56,10 +56,8 @@ pushed.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,6 +65,7 @@ from typing import Any
 from meltbench.errors import UsageError
 from meltbench.measure.stats import summarize
 from meltbench.measure.warnings import CV_THRESHOLD, BenchWarning
+from meltbench.results.assemble import model_facts, new_result
 from meltbench.results.schema import RunResult
 from meltbench.sensors.base import Probe, Sensor
 from meltbench.targets.adb import AdbTarget, android_environment
@@ -79,6 +78,7 @@ from meltbench.targets.llama_bench import (
     parse_power_state,
     parse_thermal_status,
 )
+from meltbench.timestamps import utc_now
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -100,10 +100,6 @@ ADB_SENSORS = ("battery", "thermal", "cpufreq")
 _ELF_MACHINES = {3: "x86", 40: "armeabi-v7a", 62: "x86_64", 183: "arm64-v8a"}
 
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def llama_bench_path(spec: Any) -> Path:
@@ -609,7 +605,7 @@ def execute_android(
     except TargetError as exc:
         raise UsageError(f"{spec.target}: {exc}") from None
 
-    started = _now()
+    started = utc_now()
     run = _AndroidRun(prepared, tgt, on_event)
     run.emit({"event": "hello", "target": spec.target})
     try:
@@ -645,23 +641,12 @@ def _result(run: _AndroidRun, started: str) -> RunResult:
             "llama_bench_argv": run.argv,
         }
     )
-    model_facts: dict[str, Any] = {
-        "ref": prepared.model.ref,
-        "alias": prepared.model.alias,
-        "format": prepared.model.format,
-        "weights": spec.model.weights,
-    }
-    model_facts.update(prepared.model.info)
-    return RunResult(
-        run_id=uuid.uuid4().hex,
-        status="failed" if run.failure else "ok",
+    return new_result(
+        prepared,
         failure=run.failure,
         started_at=started,
-        finished_at=_now(),
-        test=spec.workload.label,
-        spec=spec,
         settings=settings,
-        model=model_facts,
+        model=model_facts(prepared),
         engine=engine,
         environment=run.environment,
         metrics=metrics,
@@ -671,6 +656,5 @@ def _result(run: _AndroidRun, started: str) -> RunResult:
         },
         warnings=[w.to_dict() for w in run.warnings],
         sensors=sensors,
-        target=spec.target,
         device_state=run.device_state,
     )

@@ -29,7 +29,6 @@ reports what was measured (stored as an interrupted run).
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -44,6 +43,7 @@ from typing import Any
 from meltbench.errors import UsageError
 from meltbench.harness.measurement import Measurement
 from meltbench.targets.base import Target, TargetError
+from meltbench.timestamps import utc_now
 
 __all__ = ["DEFAULT_TIMEOUT_S", "measure_on_target", "push_model", "run_agent"]
 
@@ -60,10 +60,6 @@ INTERRUPT_GRACE_S = 20.0
 LIVENESS_INTERVAL_S = 30.0
 #: a device that does not answer the check within this many seconds is gone
 LIVENESS_TIMEOUT_S = 20.0
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def push_model(
@@ -162,7 +158,7 @@ def run_agent(
 
     where = name or target.url
     limit = limit_s if limit_s is not None else _host_limit(run_settings, job)
-    started = _now()
+    started = utc_now()
     proc = target.start([python, "-m", "meltbench.harness.agent"])
     events: list[dict[str, Any]] = []
     host_errors: list[str] = []
@@ -295,7 +291,7 @@ def run_agent(
         timed_out=timed_out.is_set(),
         interrupted=interrupted,
         started_at=started,
-        finished_at=_now(),
+        finished_at=utc_now(),
     )
     errors = list(host_errors)
     if disconnected is not None:
@@ -379,7 +375,7 @@ def measure_on_target(
         tgt = open_target(spec)
     except TargetError as exc:
         raise UsageError(str(exc)) from None
-    started = _now()
+    started = utc_now()
     with tgt:
         emit({"event": "target", "phase": "connected", "target": tgt.describe()})
         try:
@@ -391,6 +387,6 @@ def measure_on_target(
             # dropped before the agent ran: nothing measured, a failed run with the cause
             return Measurement(
                 started_at=started,
-                finished_at=_now(),
+                finished_at=utc_now(),
                 protocol_errors=[f"target disconnected: {exc}"],
             )

@@ -30,7 +30,6 @@ workdir and everything meltbench put there.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -47,6 +46,7 @@ from typing import Any
 
 from meltbench.errors import UsageError
 from meltbench.targets.base import Target, TargetError
+from meltbench.timestamps import utc_now
 
 __all__ = [
     "SETUP_FILE",
@@ -110,10 +110,6 @@ print(json.dumps(out))
 """
 
 Status = Callable[[str], None]
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # -- checksums and file sync -------------------------------------------------------------
@@ -687,7 +683,7 @@ def setup_target(
             "meltbench_version": facts.get("meltbench_version"),
             "meltbench_file": facts.get("meltbench_file"),
             "git": git_commit(root) if root is not None and wheel is None else None,
-            "set_up_at": _now() if not fresh else (previous or {}).get("set_up_at"),
+            "set_up_at": utc_now("seconds") if not fresh else (previous or {}).get("set_up_at"),
             "warnings": warnings,
         }
         _write_text(tgt, state_path, json.dumps(record, indent=2))
