@@ -615,7 +615,7 @@ def test_argv_options(tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_shell_v2_packet_survives_a_read_timeout() -> None:
-    from meltbench.targets.adb import _ShellV2
+    from meltbench.targets.adb_process import _ShellV2
 
     class _Wrapped:  # what adbutils' AdbConnection exposes: .conn is the socket
         def __init__(self, sock: socket.socket) -> None:

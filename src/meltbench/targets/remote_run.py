@@ -7,7 +7,7 @@ is neither ``local`` nor ``adb://``. It
    :class:`~meltbench.errors.UsageError`: nothing was measured, nothing is stored);
 2. checks that ``meltbench target setup`` was done (the venv's Python imports meltbench);
 3. pushes the model to ``<workdir>/models/<sha256[:16]>/<file name>`` (checked by
-   SHA-256; skipped when already there, see :func:`meltbench.targets.setup.sync_file`) and
+   SHA-256; skipped when already there, see :func:`meltbench.targets.sync.sync_file`) and
    rewrites the job's model path. The file name is kept as is (engines look at it);
    quoting makes any name safe;
 4. starts ``<venv>/bin/python -m meltbench.harness.agent`` on the device, sends the
@@ -76,7 +76,7 @@ def push_model(
     Raises:
         TargetError: the copy failed or the connection dropped.
     """
-    from meltbench.targets.setup import local_sha256, sync_file
+    from meltbench.targets.sync import local_sha256, sync_file
 
     t0 = time.monotonic()
     src = Path(path)
