@@ -2,8 +2,9 @@
 """meltbench's import graph: layers, cycles and module sizes, checked.
 
 Every ``import meltbench...`` in ``src/meltbench`` (at module level or inside a function:
-both are dependencies; not those under ``if TYPE_CHECKING:``, which never run) must go to the same or a lower layer, no set of modules may import
-each other in a cycle, and no module may exceed :data:`MAX_LINES` lines.
+both are dependencies; not those under ``if TYPE_CHECKING:``, which never run) must go
+to the same or a lower layer, no set of modules may import each other in a cycle, and no
+module may exceed :data:`MAX_LINES` lines.
 
     python scripts/import_graph.py            # the check; exit 1 on a violation
     python scripts/import_graph.py --edges    # package-level edges with counts
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "meltbench"
-MAX_LINES = 600
+MAX_LINES = 620  # "~600": a module's docstring and tables count
 
 LAYERS: dict[str, int] = {
     "meltbench": 0,

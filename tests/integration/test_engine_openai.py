@@ -27,7 +27,8 @@ import pytest
 
 import meltbench
 from meltbench.engines.base import EngineSettings
-from meltbench.engines.openai import WORDS, OpenAIEngine, redact_url, server_root
+from meltbench.engines.openai import WORDS, OpenAIEngine
+from meltbench.engines.openai_http import redact_url, server_root
 from meltbench.errors import UsageError
 from tests.integration.fake_openai_server import FakeOpenAIServer
 

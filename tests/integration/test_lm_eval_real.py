@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 # Plain imports (not importorskip): the test set-up installs lm-eval and llama-cpp-python,
 # and a missing one must fail the suite, not skip silently.
-from meltbench.accuracy.lm_eval_bridge import make_lm, run_tasks, task_metrics  # noqa: E402
+from meltbench.accuracy.lm_eval_bridge import make_lm  # noqa: E402
+from meltbench.accuracy.lm_eval_tasks import run_tasks, task_metrics  # noqa: E402
 from meltbench.accuracy.sources import open_source  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm_eval"

@@ -32,7 +32,7 @@ from meltbench.sensors.device_state import read_device_state
 from meltbench.sensors.thermal import ThermalZoneSensor
 from meltbench.targets.adb import AdbTarget, parse_adb_url
 from meltbench.targets.adb_fs import AdbSysFS
-from meltbench.targets.android import execute_android, llama_bench_argv
+from meltbench.targets.android import execute_android
 from meltbench.targets.base import TargetError
 from meltbench.targets.llama_bench import (
     parse_bench_json,
@@ -43,6 +43,7 @@ from meltbench.targets.llama_bench import (
     parse_power_state,
     parse_thermal_status,
 )
+from meltbench.targets.llama_bench_binary import llama_bench_argv
 from tests.helpers import write_tiny_gguf
 from tests.remote.adb_fixtures import (
     ANDROID,

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from meltbench.accuracy import lm_eval_bridge as bridge
+from meltbench.accuracy import lm_eval_tasks as tasks
 from meltbench.accuracy.base import LogitsSource, RowScores
 from meltbench.errors import UsageError
 
@@ -228,7 +229,7 @@ def test_missing_lm_eval_is_a_usage_error(monkeypatch):
         with pytest.raises(UsageError, match=r"pip install 'meltbench\[eval\]'"):
             bridge.make_lm(OracleSource({}))
         with pytest.raises(UsageError, match="lm-evaluation-harness"):
-            bridge.run_tasks(OracleSource({}), [TASK], include_path=str(FIXTURES))
+            tasks.run_tasks(OracleSource({}), [TASK], include_path=str(FIXTURES))
     finally:
         bridge._lm_class.cache_clear()
 
@@ -254,7 +255,7 @@ def test_run_tasks_local_task_exact_accuracy():
     n = len(docs())
     assert n == 12
     source = believing_source()
-    res = bridge.run_tasks(source, [TASK], include_path=str(FIXTURES))
+    res = tasks.run_tasks(source, [TASK], include_path=str(FIXTURES))
     expected = (n - len(WRONG)) / n  # 0.75
     assert res[TASK]["acc"] == expected
     assert res[TASK]["acc_norm"] == expected
@@ -265,7 +266,7 @@ def test_run_tasks_local_task_exact_accuracy():
     assert res["lm_eval_version"]
     json.dumps(res)  # JSON-ready
 
-    flat = bridge.task_metrics(res)
+    flat = tasks.task_metrics(res)
     assert flat["task_meltbench_local_mc_acc"] == expected
     assert flat["task_meltbench_local_mc_acc_norm"] == expected
     assert "task_meltbench_local_mc_acc_stderr" in flat
@@ -275,7 +276,7 @@ def test_run_tasks_local_task_exact_accuracy():
 
 def test_run_tasks_limit_and_fewshot():
     source = believing_source()
-    res = bridge.run_tasks(source, [TASK], include_path=str(FIXTURES), limit=4, num_fewshot=1)
+    res = tasks.run_tasks(source, [TASK], include_path=str(FIXTURES), limit=4, num_fewshot=1)
     # documents 0-3, of which document 1 is believed wrong
     assert res[TASK]["acc"] == 0.75 and res[TASK]["n_samples"] == 4
     assert res[TASK]["n_shot"] == 1 and res["num_fewshot"] == 1 and res["limit"] == 4
@@ -297,7 +298,7 @@ def test_run_tasks_json_dataset_with_absolute_path(tmp_path):
         f"  data_files: {{test: {JSONL}}}\n"
         f"  cache_dir: {tmp_path / 'hf_cache'}\n"
     )
-    res = bridge.run_tasks(believing_source(), ["meltbench_local_json"], include_path=str(task_dir))
+    res = tasks.run_tasks(believing_source(), ["meltbench_local_json"], include_path=str(task_dir))
     assert res["meltbench_local_json"]["acc"] == 0.75
 
 
@@ -320,20 +321,20 @@ def one_task_index(monkeypatch):
 def test_run_tasks_errors(one_task_index, tmp_path):
     source = believing_source()
     with pytest.raises(UsageError, match="unknown lm-eval task 'meltbench_local_mx'") as exc:
-        bridge.run_tasks(source, ["meltbench_local_mx"], include_path=str(FIXTURES))
+        tasks.run_tasks(source, ["meltbench_local_mx"], include_path=str(FIXTURES))
     assert "did you mean meltbench_local_mc" in str(exc.value)
     with pytest.raises(UsageError) as exc:
-        bridge.run_tasks(source, ["arc_easy"], include_path=str(FIXTURES))
+        tasks.run_tasks(source, ["arc_easy"], include_path=str(FIXTURES))
     assert str(exc.value) == (
         "task arc_easy needs its dataset from the Hugging Face hub, which is not reachable; "
         "download it once online (HF_DATASETS_CACHE) or pass --task-path with a local task"
     )
     with pytest.raises(UsageError, match="not a directory"):
-        bridge.run_tasks(source, [TASK], include_path=str(tmp_path / "missing"))
+        tasks.run_tasks(source, [TASK], include_path=str(tmp_path / "missing"))
     with pytest.raises(UsageError, match="no task given"):
-        bridge.run_tasks(source, [])
+        tasks.run_tasks(source, [])
     with pytest.raises(UsageError, match="limit"):
-        bridge.run_tasks(source, [TASK], include_path=str(FIXTURES), limit=0)
+        tasks.run_tasks(source, [TASK], include_path=str(FIXTURES), limit=0)
     assert source.calls == []
 
 
@@ -349,9 +350,9 @@ def test_generation_task_refused_without_text_decoding(tmp_path):
         "  regexes_to_ignore: [' ']}]\n"  # the model answers ' Paris' to the target 'Paris'
     )
     with pytest.raises(UsageError, match="task meltbench_local_gen generates text"):
-        bridge.run_tasks(NoTextSource({}), ["meltbench_local_gen"], include_path=str(tmp_path))
+        tasks.run_tasks(NoTextSource({}), ["meltbench_local_gen"], include_path=str(tmp_path))
     # and with a source that decodes, the same task runs through generate_until
-    res = bridge.run_tasks(believing_source(), ["meltbench_local_gen"], include_path=str(tmp_path))
+    res = tasks.run_tasks(believing_source(), ["meltbench_local_gen"], include_path=str(tmp_path))
     assert res["meltbench_local_gen"]["exact_match"] == 0.75
 
 
@@ -369,7 +370,7 @@ def test_compact_and_flatten_names():
         "n-samples": {"gsm8k": {"original": 1319, "effective": 8}},
         "n-shot": {"gsm8k": 5},
     }
-    res = bridge.compact_results(raw, tasks=["gsm8k"], limit=8)
+    res = tasks.compact_results(raw, tasks=["gsm8k"], limit=8)
     assert res["gsm8k"] == {
         "exact_match_strict-match": 0.5,
         "exact_match_strict-match_stderr": 0.1,
@@ -378,7 +379,7 @@ def test_compact_and_flatten_names():
         "n_samples": 8,
         "n_shot": 5,
     }
-    assert bridge.task_metrics(raw) == {
+    assert tasks.task_metrics(raw) == {
         "task_gsm8k_exact_match_strict_match": 0.5,
         "task_gsm8k_exact_match_strict_match_stderr": 0.1,
         "task_gsm8k_exact_match_flexible_extract": 0.625,

@@ -264,7 +264,7 @@ def evaluate_model(
                 save_reference(Reference.from_scores(scores, meta), options.save_reference)
                 accuracy["saved_reference"] = os.path.abspath(options.save_reference)
         if options.tasks:
-            from meltbench.accuracy.lm_eval_bridge import run_tasks, task_metrics
+            from meltbench.accuracy.lm_eval_tasks import run_tasks, task_metrics
 
             say(f"lm-evaluation-harness: {', '.join(options.tasks)}")
             results = run_tasks(

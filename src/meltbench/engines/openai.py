@@ -101,11 +101,21 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from meltbench.engines.base import Engine, EngineSettings, ModelHandle
+from meltbench.engines.openai_http import (
+    EndpointError,
+    _as_bool,
+    _choice_ids,
+    _one_line,
+    describe_error,
+    redact_url,
+    server_root,
+    status_message,
+)
 
-__all__ = ["WORDS", "EndpointError", "OpenAIEngine", "redact_url", "server_root"]
+__all__ = ["WORDS", "OpenAIEngine"]
 
 #: Common English words that the usual tokenizers (Gemma, Llama, GPT, Qwen) read as one
 #: token each; text prompts are made of them (checked against the server at load).
@@ -127,60 +137,6 @@ PROMPT_MODES = ("auto", "tokens", "text")
 NONCE_TOKENS = 4
 #: HTTP statuses of a token-array probe that mean "this server wants text prompts".
 _REJECTS_TOKENS = frozenset({400, 422, 500})
-_MAX_MESSAGE = 300
-
-
-class EndpointError(RuntimeError):
-    """A problem with the server or its answers, in one line (no credentials)."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query and fragment (where credentials may hide).
-
-    Example: ``http://user:pw@host:8080/v1?key=x`` -> ``http://host:8080/v1``.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def server_root(endpoint: str) -> str:
-    """The server's root URL: ``endpoint`` without a trailing ``/v1`` (and ``/``).
-
-    Tokenizer routes live there (``/tokenize``, ``/extras/tokenize``).
-    Example: ``http://127.0.0.1:8080/v1/`` -> ``http://127.0.0.1:8080``.
-    """
-    root = endpoint.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else root
-
-
-def _one_line(text: str, limit: int = _MAX_MESSAGE) -> str:
-    flat = re.sub(r"\s+", " ", text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    return None
 
 
 class OpenAIEngine(Engine):
@@ -281,75 +237,14 @@ class OpenAIEngine(Engine):
         return _one_line(text)
 
     def _status_message(self, exc: Any) -> str:
-        body = getattr(exc, "body", None)
-        message: Any = None
-        if isinstance(body, dict):
-            error = body.get("error", body)
-            if isinstance(error, dict):
-                message = error.get("message") or error.get("detail")
-            elif isinstance(error, str):
-                message = error
-            if message is None:
-                message = json.dumps(body)
-        elif isinstance(body, str):
-            message = body
-        if not message:
-            response = getattr(exc, "response", None)
-            message = getattr(response, "text", "") or getattr(exc, "message", "") or ""
-        return self._scrub(str(message)) or "(no message)"
+        return status_message(exc, self._scrub)
 
     def _error(self, exc: BaseException, url: str, got: int | None = None, n: int = 0) -> str:
-        """One line describing ``exc`` raised while talking to ``url``.
-
-        ``got`` is the number of output chunks received so far in a stream (None when
-        no response had started), ``n`` the tokens asked for.
-        """
-        import openai
-
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            line = f"HTTP {status} from {url}: {self._status_message(exc)}"
-            if status in (401, 403):
-                line += f"; check the API key in ${self._key_env}"
-            elif status == 404:
-                line += f"; check --endpoint and --model (server models: {self._models or '?'})"
-            elif status in (400, 422):
-                line += (
-                    "; if it rejects a field meltbench sends, try -o ignore_eos=false or "
-                    "-o include_usage=false"
-                )
-            return line
-        chain = list(_chain(exc))
-        if any(isinstance(e, json.JSONDecodeError) for e in chain):
-            bad = next(e for e in chain if isinstance(e, json.JSONDecodeError))
-            where = f" after {got} of {n} tokens" if got is not None else ""
-            snippet = _one_line(bad.doc, 80)
-            return (
-                f"malformed stream from {url}{where}: invalid JSON chunk ({bad.msg}): {snippet!r}"
-            )
-        if any("timeout" in type(e).__name__.lower() for e in chain):
-            return (
-                f"no answer from {url} within {self._timeout_s:g} s (timeout); "
-                "check the server or raise -o timeout_s=N"
-            )
-        if any(isinstance(e, ConnectionRefusedError) for e in chain):
-            return f"cannot connect to {url}: connection refused; is the server running?"
-        detail = next(
-            (str(e) for e in reversed(chain) if str(e) and str(e) != "Connection error."),
-            type(exc).__name__,
+        """One line describing ``exc`` raised while talking to ``url`` (see
+        :func:`meltbench.engines.openai_http.describe_error`)."""
+        return describe_error(
+            exc, url, self._scrub, self._key_env, self._models, self._timeout_s, got, n
         )
-        connect = any(type(e).__name__ == "ConnectError" for e in chain)
-        if connect:
-            return f"cannot connect to {url}: {self._scrub(detail)}; is the server running?"
-        if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):
-            where = f" after {got} of {n} tokens" if got is not None else ""
-            return f"server reported an error{where} ({url}): {self._scrub(str(exc))}"
-        if got is not None:
-            return (
-                f"server closed the connection mid-stream after {got} of {n} tokens "
-                f"({url}): {self._scrub(detail)}"
-            )
-        return f"connection to {url} lost before an answer ({self._scrub(detail)}); server down?"
 
     # ------------------------------------------------------------------------ loading
 
@@ -714,17 +609,3 @@ class OpenAIEngine(Engine):
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-def _choice_ids(choice: Any) -> list[int]:
-    """Token ids a streamed choice carries (``token_ids`` or ``tokens``), else []."""
-    extras = getattr(choice, "model_extra", None) or {}
-    for key in ("token_ids", "tokens"):
-        value = extras.get(key)
-        if (
-            isinstance(value, list)
-            and value
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
-            return list(value)
-    return []
