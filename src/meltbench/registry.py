@@ -18,7 +18,7 @@ from typing import Any
 
 from meltbench.errors import UsageError
 
-__all__ = ["ENGINES", "SENSORS", "Registry"]
+__all__ = ["ENGINES", "SENSORS", "TARGETS", "Registry"]
 
 
 @dataclass
@@ -134,4 +134,21 @@ SENSORS = Registry(
         "apple": "meltbench.sensors.apple:ApplePowerSensor",
     },
     install_hints={"nvml": "pip install 'meltbench[nvidia]'"},
+)
+
+#: Target transports by URL scheme (``local``, ``ssh://``, ``adb://``; see
+#: :mod:`meltbench.targets.base`). Each class has ``from_spec(spec, connect)``; third
+#: parties add schemes through the ``meltbench.targets`` entry-point group.
+TARGETS = Registry(
+    kind="target",
+    group="meltbench.targets",
+    builtins={
+        "local": "meltbench.targets.local:LocalTarget",
+        "ssh": "meltbench.targets.ssh:SshTarget",
+        "adb": "meltbench.targets.adb:AdbTarget",
+    },
+    install_hints={
+        "ssh": "pip install 'meltbench[remote]'",
+        "adb": "pip install 'meltbench[remote]'",
+    },
 )

@@ -44,6 +44,7 @@ from typing import Any
 import adbutils
 from adbutils import AdbConnection, AdbError
 
+from meltbench.errors import UsageError
 from meltbench.targets.adb_process import (
     _EXIT_MARK,
     _PID_MARK,
@@ -126,6 +127,21 @@ class AdbTarget(Target):
     Raises:
         ValueError: a malformed URL, or a workdir outside ``/data/local/tmp``.
     """
+
+    @classmethod
+    def from_spec(cls, spec: Any, connect: bool = True) -> AdbTarget:
+        """A target from a parsed :class:`~meltbench.targets.config.TargetSpec` (its URL and
+        workdir); adb connects per call, so ``connect`` has nothing to do here.
+
+        Raises:
+            UsageError: a workdir outside ``/data/local/tmp``.
+        """
+        try:
+            if spec.workdir:
+                return cls(spec.url, workdir=spec.workdir)
+            return cls(spec.url)
+        except ValueError as exc:
+            raise UsageError(f"target {spec.name!r}: {exc}") from None
 
     def __init__(
         self,

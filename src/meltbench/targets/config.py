@@ -384,24 +384,6 @@ def open_target(
             spec = replace(spec, accept_new_host_key=accept_new_host_key)
     else:
         spec = parse_target(spec_or_text, targets_file, accept_new_host_key=accept_new_host_key)
-    if spec.kind == "local":
-        from meltbench.targets.local import LocalTarget
+    from meltbench.registry import TARGETS
 
-        return LocalTarget.from_spec(spec)
-    if spec.kind == "ssh":
-        from meltbench.targets.ssh import SshTarget
-
-        target = SshTarget.from_spec(spec)
-        if connect:
-            target.connect()
-        return target
-    if spec.kind == "adb":
-        from meltbench.targets.adb import AdbTarget
-
-        try:
-            if spec.workdir:
-                return AdbTarget(spec.url, workdir=spec.workdir)
-            return AdbTarget(spec.url)
-        except ValueError as exc:
-            raise UsageError(f"target {spec.name!r}: {exc}") from None
-    raise UsageError(f"unknown target kind {spec.kind!r}; {_URL_HINT}")  # pragma: no cover
+    return TARGETS.load(spec.kind).from_spec(spec, connect=connect)

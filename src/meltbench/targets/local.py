@@ -134,8 +134,9 @@ class LocalTarget(Target):
     venv: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: TargetSpec | None = None) -> LocalTarget:
-        """A local target with the spec's ``workdir``/``python``/``venv`` (``~`` expanded)."""
+    def from_spec(cls, spec: TargetSpec | None = None, connect: bool = True) -> LocalTarget:
+        """A local target with the spec's ``workdir``/``python``/``venv`` (``~`` expanded);
+        ``connect`` has nothing to do here."""
         workdir = os.path.expanduser((spec.workdir if spec else None) or DEFAULT_WORKDIR)
         venv = spec.venv if spec else None
         return cls(

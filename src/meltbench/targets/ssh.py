@@ -106,9 +106,14 @@ class SshTarget(Target):
     _lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
-    def from_spec(cls, spec: TargetSpec) -> SshTarget:
-        """An unconnected target from a parsed spec."""
-        return cls(
+    def from_spec(cls, spec: TargetSpec, connect: bool = False) -> SshTarget:
+        """A target from a parsed spec, connected when ``connect`` (so that an unreachable
+        host or a refused key fails here).
+
+        Raises:
+            TargetError: with ``connect``: unreachable, refused host key, failed login.
+        """
+        target = cls(
             url=spec.url,
             workdir=spec.workdir or DEFAULT_WORKDIR,
             python=spec.python or "python3",
@@ -123,6 +128,9 @@ class SshTarget(Target):
             venv=spec.venv,
             name=spec.name,
         )
+        if connect:
+            target.connect()
+        return target
 
     # -- connection -------------------------------------------------------------------------
     def _resolved(self) -> tuple[str, int, str, list[str]]:
