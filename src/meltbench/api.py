@@ -35,6 +35,7 @@ __all__ = [
     "PreparedRun",
     "build_spec",
     "execute",
+    "execute_or_raise",
     "load_results",
     "prepare",
     "run",
@@ -360,6 +361,19 @@ def run(
     elif options:
         raise UsageError("pass either a RunSpec or keyword options, not both")
     return _execute_and_store(prepare(spec), db, on_event)
+
+
+def execute_or_raise(prepared: PreparedRun, **execute_options: Any) -> RunResult:
+    """:func:`execute`, raising on Ctrl-C: for callers that store results themselves (a
+    sweep stores a point only when it completed; resuming reruns an interrupted one).
+
+    Raises:
+        RunInterrupted: the run was interrupted; ``exc.result`` is its failed record.
+    """
+    result, interrupted = execute(prepared, **execute_options)
+    if interrupted:
+        raise RunInterrupted(result)
+    return result
 
 
 def _execute_and_store(

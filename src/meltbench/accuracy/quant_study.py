@@ -110,7 +110,7 @@ def run_quant_study(
     from meltbench.accuracy.perplexity import corpus_sha256, load_corpus
     from meltbench.accuracy.reference import Reference
     from meltbench.accuracy.sources import open_source
-    from meltbench.api import build_spec, execute, prepare
+    from meltbench.api import build_spec, execute_or_raise, prepare
     from meltbench.measure.stats import summarize
     from meltbench.models.cache import cached_gguf_info
     from meltbench.models.quantize import cached_variant, normalize_quant, variant_note
@@ -172,11 +172,7 @@ def run_quant_study(
             note = variant_note(src_info, info)
             say(f"{quant}: speed run")
             prepared = prepare(build_spec(model=str(path), **bench))
-            result, interrupted = execute(prepared)
-            if interrupted:
-                from meltbench.errors import RunInterrupted
-
-                raise RunInterrupted(result)
+            result = execute_or_raise(prepared)
             if quant == variants[0][0] and path == src:
                 scores = src_scores
             else:

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meltbench.api import PreparedRun, build_spec, execute, prepare
-from meltbench.errors import RunInterrupted, UsageError
+from meltbench.api import PreparedRun, build_spec, execute_or_raise, prepare
+from meltbench.errors import UsageError
 from meltbench.parameters import default, flag_names
 from meltbench.results.schema import RunResult
 from meltbench.results.store import ResultStore
@@ -271,11 +271,9 @@ def run_sweep(
             first = False
             if on_point_start:
                 on_point_start(i, len(points), point)
-            result, interrupted = execute(prep)
+            result = execute_or_raise(prep)
             if record is not None:
                 result.sensors["cooldown_before"] = record
-            if interrupted:
-                raise RunInterrupted(result)
             store.save(result, sweep_id=sweep_id, point_key=point.key)
             outcome.ran.append(result)
             if on_point_done:
