@@ -15,7 +15,15 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Corpus and window flags shared by eval and quant-study."""
     p.add_argument("--corpus", metavar="FILE", help="text file for perplexity (UTF-8)")
     p.add_argument("--max-chars", type=int, help="only the first N characters of the corpus")
-    p.add_argument("--ctx", type=int, default=512, help="window length, tokens (default 512)")
+    p.add_argument(
+        "--window",
+        "--ctx",
+        dest="ctx",
+        type=int,
+        default=512,
+        help="window length, tokens (default 512); --ctx is its old name (in run, --ctx is "
+        "the context size)",
+    )
     p.add_argument(
         "--stride", type=int, help="window step, tokens (default ctx/2: each token sees >= ctx/2)"
     )

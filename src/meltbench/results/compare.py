@@ -84,9 +84,9 @@ __all__ = [
     "Comparison",
     "MannWhitneyResult",
     "MetricComparison",
-    "Point",
     "PointComparison",
     "PointMatch",
+    "RunGroup",
     "Selection",
     "Verdict",
     "bootstrap_ratio_ci",
@@ -127,7 +127,7 @@ def point_label(identity: dict[str, Any]) -> str:
 
 
 @dataclass
-class Point:
+class RunGroup:
     """Runs of one side sharing an identity (their samples are pooled).
 
     Attributes:
@@ -200,12 +200,12 @@ def _key(identity: dict[str, Any], ignore: Iterable[str] = ()) -> tuple[tuple[st
     )
 
 
-def group_points(results: Iterable[RunResult]) -> list[Point]:
+def group_points(results: Iterable[RunResult]) -> list[RunGroup]:
     """Group runs by identity (first appearance order); each group is one point."""
-    points: dict[tuple[tuple[str, str], ...], Point] = {}
+    points: dict[tuple[tuple[str, str], ...], RunGroup] = {}
     for r in results:
         ident = point_identity(r)
-        points.setdefault(_key(ident), Point(ident)).runs.append(r)
+        points.setdefault(_key(ident), RunGroup(ident)).runs.append(r)
     return list(points.values())
 
 
@@ -220,9 +220,9 @@ class PointMatch:
             None when matching was by identity.
     """
 
-    pairs: list[tuple[Point, Point]]
-    only_base: list[Point]
-    only_candidate: list[Point]
+    pairs: list[tuple[RunGroup, RunGroup]]
+    only_base: list[RunGroup]
+    only_candidate: list[RunGroup]
     forced: dict[str, tuple[Any, Any]] | None = None
 
 
@@ -240,8 +240,8 @@ def _fmt_values(values: Iterable[Any]) -> str:
 
 
 def match_points(
-    base: Sequence[Point],
-    candidate: Sequence[Point],
+    base: Sequence[RunGroup],
+    candidate: Sequence[RunGroup],
     force: bool = False,
     ignore: Sequence[str] = (),
 ) -> PointMatch:
@@ -276,7 +276,7 @@ def match_points(
         return PointMatch([(b, c)], [], [], forced=_differences(b.identity, c.identity))
     sides = []
     for name, points in (("BASE", base), ("CANDIDATE", candidate)):
-        keyed: dict[tuple[tuple[str, str], ...], Point] = {}
+        keyed: dict[tuple[tuple[str, str], ...], RunGroup] = {}
         for p in points:
             k = _key(p.identity, ignore)
             if k in keyed:
@@ -296,12 +296,12 @@ def match_points(
 
 
 def _no_match_message(
-    base: Sequence[Point], candidate: Sequence[Point], ignore: Sequence[str]
+    base: Sequence[RunGroup], candidate: Sequence[RunGroup], ignore: Sequence[str]
 ) -> str:
     """Why nothing matched: the fields whose values never meet (disjoint on the two
     sides), else every field whose values differ, and the option to use."""
 
-    def values(points: Sequence[Point], f: str) -> set[str]:
+    def values(points: Sequence[RunGroup], f: str) -> set[str]:
         return {json.dumps(p.identity.get(f), sort_keys=True) for p in points}
 
     fields = [f for f in IDENTITY_FIELDS if f not in ignore]
@@ -357,8 +357,8 @@ class Selection:
 class PointComparison:
     """The metrics of one matched pair of points."""
 
-    base: Point
-    candidate: Point
+    base: RunGroup
+    candidate: RunGroup
     metrics: list[MetricComparison]
 
     @property
@@ -397,8 +397,8 @@ class Comparison:
     """
 
     points: list[PointComparison]
-    only_base: list[Point]
-    only_candidate: list[Point]
+    only_base: list[RunGroup]
+    only_candidate: list[RunGroup]
     forced: dict[str, tuple[Any, Any]] | None
     threshold: float
     seed: int
