@@ -365,6 +365,24 @@ def test_exported_folder_is_complete(gemma_hf):
     assert info["size_bytes"] == pytest.approx(2 * GEMMA_PARAMS, rel=0.001)
 
 
+def test_exported_folder_keeps_the_gguf_name(gemma_hf, tmp_path):
+    # A folder called "hf" became "Hf" in llama.cpp's convert_hf_to_gguf.py (gguf-py's
+    # Metadata falls back to the folder name without _name_or_path; issue 20).
+    import shutil
+
+    from gguf.metadata import Metadata
+
+    from meltbench.models.hf_info import read_hf_info
+
+    config = json.loads((gemma_hf / "config.json").read_text())
+    assert config["_name_or_path"] == "Gemma 3 270m"  # the GGUF's general.name
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    shutil.copy(gemma_hf / "config.json", folder / "config.json")
+    assert Metadata.load(None, folder, None, GEMMA_PARAMS).name == "Gemma 3 270m"
+    assert read_hf_info(folder)["name"] == "Gemma 3 270m"
+
+
 def test_gemma_from_gguf_dequantized(gemma_gguf):
     result = run_tf(str(gemma_gguf), n_prompt=32, n_gen=8, reps=1, warmup=0, dtype="float32")
     check_run(result, 32, 8, n_timed=1)

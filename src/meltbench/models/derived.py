@@ -42,7 +42,7 @@ def cached_hf_from_gguf(gguf: Path, dtype: str = "bfloat16") -> Path:
     from meltbench.models.hf_export import export_gguf_to_hf
 
     return _cached(
-        f"{gguf.stem}-{source_key(gguf)}-hf-{dtype}",
+        f"{gguf.stem}-{source_key(gguf)}-hf2-{dtype}",  # hf2: config.json keeps the name
         lambda out: export_gguf_to_hf(gguf, out, dtype=dtype),
     )
 

@@ -99,6 +99,24 @@ def export_gguf_to_hf(gguf_path: Path, out_dir: Path, dtype: str = "bfloat16") -
     out_dir.mkdir(parents=True, exist_ok=True)
     fresh.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    _keep_name(gguf_path, out_dir / "config.json")
+
+
+def _keep_name(gguf_path: Path, config_file: Path) -> None:
+    """Record the GGUF's ``general.name`` as ``_name_or_path`` in ``config.json``: the key
+    that transformers, llama.cpp's ``convert_hf_to_gguf.py`` (gguf-py's ``Metadata``) and
+    :func:`meltbench.models.hf_info.read_hf_info` take the model's name from, so a folder
+    named ``hf`` stays "Gemma 3 270m" and does not become "Hf" (issue 20)."""
+    import json
+
+    from meltbench.models.cache import cached_gguf_info
+
+    name = cached_gguf_info(gguf_path).name
+    if not name:
+        return
+    config = json.loads(config_file.read_text())
+    config["_name_or_path"] = name
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _one_line(exc: BaseException, limit: int = 240) -> str:

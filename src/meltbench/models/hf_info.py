@@ -17,7 +17,7 @@ from typing import Any
 
 from meltbench.errors import UsageError
 
-__all__ = ["read_genai_info", "read_hf_info", "safetensors_header"]
+__all__ = ["model_name", "read_genai_info", "read_hf_info", "safetensors_header"]
 
 _ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
@@ -37,6 +37,18 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise UsageError(f"not a readable safetensors file: {path}")
     return header
+
+
+def model_name(config: dict[str, Any], folder: Path) -> str:
+    """A Hugging Face folder's model name: ``_name_or_path`` (or transformers 5's
+    ``_model_name_or_path``) when it is a model id (``google/gemma-3-270m``, "Gemma 3
+    270m": at most one ``/``, as gguf-py's ``Metadata`` requires), else the folder's name
+    (a saved ``_name_or_path`` is often the local path it was loaded from)."""
+    for key in ("_name_or_path", "_model_name_or_path"):
+        value = config.get(key)
+        if isinstance(value, str) and value.strip() and value.count("/") <= 1:
+            return value.strip()
+    return folder.name
 
 
 def read_hf_info(folder: Path) -> dict[str, Any]:
@@ -68,7 +80,7 @@ def read_hf_info(folder: Path) -> dict[str, Any]:
             dtypes[_ST_DTYPES.get(entry.get("dtype", ""), entry.get("dtype", "?"))] += count
     return {
         "path": str(folder.resolve()),
-        "name": folder.name,
+        "name": model_name(config, folder),
         "architecture": config.get("model_type"),
         "quant": dtypes.most_common(1)[0][0] if dtypes else config.get("torch_dtype"),
         "n_params": n_params or None,
