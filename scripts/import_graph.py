@@ -67,8 +67,8 @@ LAYERS: dict[str, int] = {
 def module_name(path: Path) -> str:
     """``src/meltbench/results/store.py`` -> ``meltbench.results.store``."""
     parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
-    if parts[-1] in ("__init__", "__main__") and len(parts) > 1:
-        parts = parts[:-1] if parts[-1] == "__init__" else parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
     return ".".join(parts)
 
 

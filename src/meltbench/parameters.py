@@ -38,6 +38,7 @@ __all__ = [
     "flag_names",
     "flat_fields",
     "options_from_args",
+    "sensor_names",
 ]
 
 
@@ -296,11 +297,15 @@ def options_from_args(args: argparse.Namespace, keys: Iterable[str] | None = Non
         if p.type == "option":
             value = dict(value) if value else None
         elif p.type == "list":
-            value = _names(value)
+            value = sensor_names(value)
         out[p.key] = value
     return out
 
 
-def _names(text: str) -> tuple[str, ...]:
+def sensor_names(text: str | None) -> tuple[str, ...] | None:
+    """``--sensors`` as names: a comma list, ``none`` (or an empty list) for no sensor,
+    None when not given (every available sensor)."""
+    if text is None:
+        return None
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     return () if names in ((), ("none",)) else names

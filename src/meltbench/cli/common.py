@@ -17,7 +17,6 @@ __all__ = [
     "db_from_args",
     "open_store",
     "print_result",
-    "sensor_names",
     "stdout_console",
     "write_atomic",
 ]
@@ -35,12 +34,10 @@ class Parser(argparse.ArgumentParser):
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
     """Where the model runs: --target, --targets, --accept-new-host-key."""
     group = p.add_argument_group("target")
-    group.add_argument(
-        "--target",
-        metavar="T",
-        help="where the model runs: local (default), ssh://[user@]host[:port], adb://SERIAL, "
-        "or a name from the targets file",
-    )
+    from meltbench.parameters import PARAMETERS
+
+    target = next(p for p in PARAMETERS if p.key == "target")  # its help, declared once
+    group.add_argument(*target.flags, metavar=target.metavar, help=target.help_text())
     group.add_argument(
         "--targets",
         metavar="FILE",
@@ -81,12 +78,6 @@ def stdout_console() -> Any:
     from rich.console import Console
 
     return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-
-
-def sensor_names(text: str | None) -> tuple[str, ...] | None:
-    from meltbench.parameters import _names
-
-    return None if text is None else _names(text)
 
 
 def print_result(result: Any, fmt: str, err: Any) -> None:

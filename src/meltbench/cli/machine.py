@@ -11,7 +11,6 @@ from meltbench.cli.common import (
     Parser,
     add_target_arguments,
     configure_targets,
-    sensor_names,
     stdout_console,
 )
 
@@ -73,6 +72,8 @@ def _cmd_sensors(args: argparse.Namespace) -> int:
     if not os.path.isdir(root):
         raise UsageError(f"--sysfs-root {root!r} is not a directory; give a sysfs tree")
     fs = SysFS(root)
+    from meltbench.parameters import sensor_names
+
     probed = probe_sensors(fs, sensor_names(args.sensors))
     readings: dict[str, list[float | None]] = {}
     try:

@@ -81,8 +81,7 @@ class Summary:
         """
         if self.groups is None:
             return list(self.samples)
-        if sum(self.groups) != len(self.samples) or any(g < 1 for g in self.groups):
-            raise ValueError(f"groups {self.groups} do not partition {len(self.samples)} samples")
+        _check_groups(self.groups, len(self.samples))
         out, start = [], 0
         for size in self.groups:
             out.append(percentile(self.samples[start : start + size], 50.0))
@@ -251,6 +250,18 @@ def mean_ci95(samples: Sequence[float]) -> tuple[float, float, str] | None:
     n = len(samples)
     if n < 2:
         return None
+    mean = math.fsum(samples) / n
+    return _ci95(samples, mean, math.sqrt(math.fsum((v - mean) ** 2 for v in samples) / (n - 1)))
+
+
+def _check_groups(groups: Sequence[int], n: int) -> None:
+    if sum(groups) != n or any(g < 1 for g in groups):
+        raise ValueError(f"groups {list(groups)} do not partition {n} samples")
+
+
+def _ci95(samples: Sequence[float], mean: float, stddev: float) -> tuple[float, float, str]:
+    """:func:`mean_ci95` of ``n >= 2`` samples whose mean and sample stddev are known."""
+    n = len(samples)
     t = student_t_quantile(0.975, n - 1)
     if all(v > 0 for v in samples):
         logs = [math.log(v) for v in samples]
@@ -261,8 +272,6 @@ def mean_ci95(samples: Sequence[float]) -> tuple[float, float, str] | None:
         half = t * math.sqrt(s2 / n + s2 * s2 / (2 * (n - 1)))
         centre = ybar + s2 / 2
         return math.exp(centre - half), math.exp(centre + half), "lognormal-cox"
-    mean = math.fsum(samples) / n
-    stddev = math.sqrt(math.fsum((v - mean) ** 2 for v in samples) / (n - 1))
     half = t * stddev / math.sqrt(n)
     return mean - half, mean + half, "student-t"
 
@@ -285,13 +294,14 @@ def summarize(values: Sequence[float], groups: Sequence[int] | None = None) -> S
     if any(not math.isfinite(v) for v in samples):
         raise ValueError("samples must be finite numbers")
     n = len(samples)
-    if groups is not None and (sum(groups) != n or any(g < 1 for g in groups)):
-        raise ValueError(f"groups {list(groups)} do not partition {n} samples")
+    if groups is not None:
+        _check_groups(groups, n)
     mean = math.fsum(samples) / n
     stddev: float | None = None
+    ci: tuple[float, float, str] | None = None
     if n >= 2:
         stddev = math.sqrt(math.fsum((v - mean) ** 2 for v in samples) / (n - 1))
-    ci = mean_ci95(samples)
+        ci = _ci95(samples, mean, stddev)
     return Summary(
         n=n,
         mean=mean,

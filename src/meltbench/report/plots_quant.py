@@ -47,7 +47,7 @@ def quantization_figure(results: Sequence[RunResult]) -> ReportFigure | None:
             continue
         # one group per configuration except the quantization (what the figure varies)
         fields = r.identity().fields(_QUANT_STUDY_FIELDS)
-        groups.setdefault(repr(identity_key(fields, fields)), []).append(r)
+        groups.setdefault(repr(identity_key(fields)), []).append(r)
     chosen = [
         sorted(g, key=lambda r: (_size_bytes(r) or 0, r.started_at))
         for _, g in sorted(groups.items())

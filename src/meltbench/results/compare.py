@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from meltbench import metrics as metrics_catalogue
 from meltbench.errors import UsageError
-from meltbench.results.identity import POINT_FIELDS, describe
+from meltbench.results.identity import POINT_FIELDS, describe, identity_key
 from meltbench.results.significance import (
     BOOTSTRAP_RESAMPLES,
     CONFIDENCE,
@@ -195,9 +195,7 @@ def replicates(result: RunResult, metric: str) -> list[float]:
 
 def _key(identity: dict[str, Any], ignore: Iterable[str] = ()) -> tuple[tuple[str, str], ...]:
     skip = set(ignore)
-    return tuple(
-        (f, json.dumps(identity.get(f), sort_keys=True)) for f in IDENTITY_FIELDS if f not in skip
-    )
+    return identity_key(identity, [f for f in IDENTITY_FIELDS if f not in skip])
 
 
 def group_points(results: Iterable[RunResult]) -> list[RunGroup]:

@@ -131,10 +131,13 @@ def describe(fields: dict[str, Any]) -> str:
     return " ".join(str(p) for p in parts if p is not None and p != "")
 
 
-def identity_key(fields: dict[str, Any], names: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """A hashable, order-independent key of ``fields`` restricted to ``names`` (values
-    compared as JSON, so 2 and "2" differ)."""
-    return tuple((n, json.dumps(fields.get(n), sort_keys=True)) for n in sorted(names))
+def identity_key(
+    fields: dict[str, Any], names: Iterable[str] | None = None
+) -> tuple[tuple[str, str], ...]:
+    """A hashable, order-independent key of ``fields`` restricted to ``names`` (default:
+    all of them); values are compared as JSON, so 2 and "2" differ."""
+    chosen = fields if names is None else names
+    return tuple((n, json.dumps(fields.get(n), sort_keys=True)) for n in sorted(chosen))
 
 
 @dataclass
@@ -171,11 +174,11 @@ def context_curves(
         ident = RunIdentity.of(result)
         base = ident.fields(CURVE_FIELDS)
         g1 = {**base, "n_depth": ident.n_depth}
-        by_prompt.setdefault(identity_key(g1, g1), ContextCurve(g1, "n_prompt")).points.append(
+        by_prompt.setdefault(identity_key(g1), ContextCurve(g1, "n_prompt")).points.append(
             (ident.n_prompt, result)
         )
         g2 = {**base, "n_prompt": ident.n_prompt}
-        by_depth.setdefault(identity_key(g2, g2), ContextCurve(g2, "context")).points.append(
+        by_depth.setdefault(identity_key(g2), ContextCurve(g2, "context")).points.append(
             (ident.n_depth + ident.n_prompt, result)
         )
     return [table[key] for table in (by_prompt, by_depth) for key in sorted(table)]
