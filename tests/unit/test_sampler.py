@@ -92,6 +92,91 @@ def test_rows_and_midpoint_timestamps():
     assert sampler.errors == 0
 
 
+class Preempted(FakeSensor):
+    """A read that the scheduler interrupts: read numbers in ``stalls`` cost ``stall_ns``."""
+
+    def __init__(self, *args, stalls=(), stall_ns=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stalls = set(stalls)
+        self.stall_ns = stall_ns
+
+    def read(self):
+        if self.reads in self.stalls:
+            self.clock.t += self.stall_ns
+        return super().read()
+
+
+def test_a_preempted_row_is_read_again_and_the_tightest_attempt_kept():
+    clock = FakeClock(0)
+    # read 1 is preempted for 15 ms before it reads; the re-read (read 2) is not
+    a = Preempted("a", [PKG], clock=clock, cost_ns=10_000, stalls={1}, stall_ns=15_000_000)
+    sampler = SensorSampler(probed(a), clock=clock)
+    assert sampler.sample_once() == 5_000  # bracket 0..10 us
+    clock.t = 1_000_000
+    t = sampler.sample_once()
+    # attempt 1: 1_000_000 .. 16_010_000 (15 ms bracket): too long, read again
+    # attempt 2: 16_010_000 .. 16_020_000: kept, with the value it read
+    assert t == 16_015_000
+    assert sampler.series.channel("a:package") == [0.0, 2.0]
+    assert a.reads == 3
+    assert sampler.rereads == 1
+    assert sampler.max_bracket_ns == 10_000
+
+
+def test_rereads_stop_after_max_reads_and_keep_the_tightest():
+    from meltbench.sensors.sampler import MAX_READS
+
+    clock = FakeClock(0)
+    stalls = {1: 9_000_000, 2: 3_000_000, 3: 6_000_000}  # by read number
+
+    class Slow(FakeSensor):
+        def read(self):
+            self.clock.t += stalls.get(self.reads, 0)
+            return super().read()
+
+    a = Slow("a", [PKG], clock=clock, cost_ns=1_000)
+    sampler = SensorSampler(probed(a), clock=clock)
+    sampler.sample_once()  # read 0: 1 us, sets the scale
+    clock.t = 0
+    t = sampler.sample_once()
+    assert a.reads == 1 + MAX_READS == 4
+    assert t == 9_001_000 + 1_500_500  # the 3 ms attempt, stamped at its midpoint
+    assert sampler.series.channel("a:package") == [0.0, 2.0]
+    assert sampler.max_bracket_ns == 3_001_000
+    assert sampler.rereads == 2
+
+
+def test_slow_sensors_are_not_reread_every_row():
+    clock = FakeClock(0)
+    a = FakeSensor("a", [PKG], clock=clock, cost_ns=2_500_000)  # NVML-like: 2.5 ms a read
+    sampler = SensorSampler(probed(a), clock=clock)
+    for _ in range(6):
+        sampler.sample_once()
+    assert a.reads == 6  # 2.5 ms is over the 1 ms floor, but under 4 x the tightest
+    assert sampler.rereads == 0
+
+
+def test_the_first_row_is_never_reread():
+    clock = FakeClock(0)
+    a = Preempted("a", [PKG], clock=clock, cost_ns=1_000, stalls={0}, stall_ns=20_000_000)
+    sampler = SensorSampler(probed(a), clock=clock)
+    sampler.sample_once()
+    assert a.reads == 1
+    assert sampler.max_bracket_ns == 20_001_000
+
+
+def test_failures_of_discarded_attempts_are_not_counted():
+    clock = FakeClock(0)
+    a = Preempted("a", [PKG], clock=clock, cost_ns=1_000, stalls={1}, stall_ns=5_000_000)
+    a.fail = {1}
+    sampler = SensorSampler(probed(a), clock=clock)
+    sampler.sample_once()
+    sampler.sample_once()  # read 1 stalls and fails; its re-read (read 2) succeeds
+    assert sampler.series.channel("a:package") == [0.0, 2.0]
+    assert sampler.errors == 0
+    assert sampler.error_messages == {}
+
+
 def test_raising_sensor_gives_none_and_sampling_goes_on():
     clock = FakeClock()
     a = FakeSensor("a", [PKG, TEMP], clock=clock, fail={1})

@@ -35,7 +35,8 @@ class Measurement:
         memory: RSS sampling: ``peak_sampled_bytes``, ``achieved_hz``, ``policy``,
             ``samples`` (``[t_ns, rss_bytes]`` pairs).
         sensors: ``series`` (a ``SensorSeries`` dict or None), ``achieved_hz``,
-            ``policy``, ``errors``.
+            ``policy``, ``errors``, ``max_bracket_ms`` (the longest read bracket of a
+            kept row: half of it bounds every row's timestamp error), ``rereads``.
         probes: every probed sensor (``Probe.to_dict()``), available or not.
         baseline: the idle baseline's ``SensorSeries`` dict, or None.
         device_state: read before the run.
@@ -168,6 +169,8 @@ def measure(
                 "achieved_hz": out.sensors.achieved_hz,
                 "policy": out.sensors.policy,
                 "errors": out.sensors.errors,
+                "max_bracket_ms": out.sensors.max_bracket_ns / 1e6,
+                "rereads": out.sensors.rereads,
             }
         if run.get("bandwidth") and not m.interrupted:
             from meltbench.measure.bandwidth import measure_bandwidth

@@ -159,6 +159,8 @@ def result_from_measurement(
     if sensed:
         sensors.info["policy"] = sensed.get("policy")
         sensors.info["errors"] = sensed.get("errors", 0)
+        sensors.info["max_bracket_ms"] = sensed.get("max_bracket_ms")
+        sensors.info["rereads"] = sensed.get("rereads", 0)
 
     sustain = None
     if sustain_s is not None:

@@ -471,6 +471,8 @@ class _AndroidRun:
         if sampler is not None:
             info["policy"] = sampler.policy
             info["errors"] = sampler.errors
+            info["max_bracket_ms"] = sampler.max_bracket_ns / 1e6
+            info["rereads"] = sampler.rereads
             info["error_messages"] = dict(sampler.error_messages)
         if self.series is not None and self.series.channels:
             channels, _ = select_energy_channels(list(self.series.channels))
