@@ -245,8 +245,27 @@ _ENTRIES = (
         "nats",
         -1,
         "run",
-        "mean over tokens of KL(reference || model) of the next-token distributions",
+        "mean over tokens of KL(reference || model) of the full next-token distributions "
+        "(every vocabulary entry; the reference scored in lockstep)",
         "llama.cpp tools/perplexity --kl-divergence",
+    ),
+    _m(
+        "kl_topk_bound_mean_nats",
+        "nats",
+        -1,
+        "run",
+        "a lower bound of kl_mean_nats: KL over the reference's top-k tokens plus one "
+        "bucket for the rest (all a saved reference file allows)",
+        "data-processing inequality (Cover & Thomas, Thm 2.8.1)",
+    ),
+    _m(
+        "ref_topk_mass_mean",
+        "",
+        1,
+        "run",
+        "mean probability the reference puts on its top-k tokens: how tight the top-k "
+        "bound is (1 = exact)",
+        "meltbench.accuracy.divergence",
     ),
     _m(
         "kl_median_nats",

@@ -38,6 +38,7 @@ __all__ = [
     "flag_names",
     "flat_fields",
     "options_from_args",
+    "parse_engine_option",
     "sensor_names",
 ]
 
@@ -221,7 +222,9 @@ def flag_names(kind: str = "cli") -> dict[str, str]:
     }
 
 
-def _engine_opt(text: str) -> tuple[str, Any]:
+def parse_engine_option(text: str) -> tuple[str, Any]:
+    """One ``-o KEY=VALUE``: the value as JSON when it parses (``true``, ``99``,
+    ``"q8_0"``), else the text. Raises ``argparse.ArgumentTypeError`` without ``=``."""
     import json
 
     key, sep, value = text.partition("=")
@@ -264,7 +267,7 @@ def add_run_options(
         if p.type == "flag":
             kwargs.update(action="store_true", default=None)
         elif p.type == "option":
-            kwargs.update(type=_engine_opt, action="append")
+            kwargs.update(type=parse_engine_option, action="append")
         elif p.type in _TYPES:
             kwargs["type"] = _TYPES[p.type]
         if p.metavar:

@@ -71,14 +71,30 @@ class MarkovSource(LogitsSource):
     def bos_token(self) -> int | None:
         return self.bos
 
-    def score(self, tokens: Sequence[int], first: int, k: int, ref_ids: Any = None) -> RowScores:
+    def score(
+        self,
+        tokens: Sequence[int],
+        first: int,
+        k: int,
+        ref_ids: Any = None,
+        *,
+        keep_logprobs: bool = False,
+        ref_full: Any = None,
+    ) -> RowScores:
         tokens = list(tokens)
         if len(tokens) > self.n_ctx or not 0 <= first <= len(tokens) - 2:
             raise ValueError("bad window")
         self.calls.append((tokens, first))
         prev = np.array(tokens[first:-1])
         logits = np.log(self.probs[prev]) + 3.7 * prev[:, None]
-        return reduce_rows(logits, np.array(tokens[first + 1 :]), k, ref_ids=ref_ids)
+        return reduce_rows(
+            logits,
+            np.array(tokens[first + 1 :]),
+            k,
+            ref_ids=ref_ids,
+            keep_logprobs=keep_logprobs,
+            ref_full=ref_full,
+        )
 
 
 def expected_nll(
@@ -420,8 +436,27 @@ def test_compare_a_source_with_itself():
     cand = score_corpus(MarkovSource(), CORPUS, ctx=8, stride=4, ref_topk_ids=ref.topk_ids)
     c = compare(ref, cand)
     assert isinstance(c, Comparison)
-    assert c.top1_agreement == 1.0 and c.ppl_ratio == 1.0 and c.kl_max_nats == 0.0
+    assert c.top1_agreement == 1.0 and c.ppl_ratio == 1.0 and c.kl_topk_bound_mean_nats == 0.0
     assert c.n_tokens == len(CORPUS) and c.k == V  # k = 32 clipped to the vocabulary
+    # a saved reference gives only the bound: never under the KL's own name
+    assert not c.kl_is_full and c.kl_mean_nats is None
+    assert list(c.to_metrics()) == [
+        "perplexity",
+        "perplexity_ref",
+        "ppl_ratio",
+        "kl_topk_bound_mean_nats",
+        "ref_topk_mass_mean",
+        "top1_agreement",
+    ]
+    assert c.ref_topk_mass_mean == pytest.approx(1.0, abs=1e-6)  # k = V: all the mass
+
+
+def test_lockstep_with_itself_is_zero_and_reports_the_full_kl():
+    cand = score_corpus(MarkovSource(), CORPUS, ctx=8, stride=4, k=2, reference=MarkovSource())
+    ref = Reference.from_scores(cand.reference_scores, {})
+    c = compare(ref, cand)
+    assert c.kl_is_full
+    assert c.kl_max_nats == pytest.approx(0.0, abs=1e-7)  # float32 reference rows
     assert list(c.to_metrics()) == [
         "perplexity",
         "perplexity_ref",
@@ -430,27 +465,73 @@ def test_compare_a_source_with_itself():
         "kl_median_nats",
         "kl_p99_nats",
         "kl_max_nats",
+        "kl_topk_bound_mean_nats",
+        "ref_topk_mass_mean",
         "top1_agreement",
     ]
+    np.testing.assert_array_equal(cand.reference_scores.nll, cand.nll)
 
 
 def test_compare_against_a_different_model_by_hand():
     # the candidate predicts uniformly: KL per position = sum_t P[prev][t] ln(5 P[prev][t])
-    ref = Reference.from_scores(score_corpus(MarkovSource(), CORPUS, ctx=8, stride=4, k=V), {})
-    uniform = MarkovSource(np.full((V, V), 1.0 / V))
-    cand = score_corpus(uniform, CORPUS, ctx=8, stride=4, k=V, ref_topk_ids=ref.topk_ids)
-    c = compare(ref, cand)
     prevs = [BOS, *CORPUS[:-1]]
     kl = [kl_full(P[prev], np.full(V, 1.0 / V)) for prev in prevs]
-    assert c.kl_mean_nats == pytest.approx(sum(kl) / len(kl), rel=1e-6)
-    assert c.kl_max_nats == pytest.approx(max(kl), rel=1e-6)
-    assert c.kl_median_nats == pytest.approx(float(np.median(kl)), rel=1e-6)
-    assert c.kl_p99_nats == pytest.approx(float(np.percentile(kl, 99)), rel=1e-6)
+    uniform = MarkovSource(np.full((V, V), 1.0 / V))
+    # a saved reference with k = V: the bound is the full KL (nothing outside the top-k)
+    ref = Reference.from_scores(score_corpus(MarkovSource(), CORPUS, ctx=8, stride=4, k=V), {})
+    cand = score_corpus(uniform, CORPUS, ctx=8, stride=4, k=V, ref_topk_ids=ref.topk_ids)
+    c = compare(ref, cand)
+    assert c.kl_topk_bound_mean_nats == pytest.approx(sum(kl) / len(kl), rel=1e-6)
     assert c.ppl == pytest.approx(5.0, rel=1e-12)
     assert c.ppl_ratio == pytest.approx(5.0 / ref.perplexity, rel=1e-12)
     # uniform ties: argmax is token 0 for the candidate
     ref_top1 = [int(np.argmax(P[prev])) for prev in prevs]
     assert c.top1_agreement == pytest.approx(np.mean([t == 0 for t in ref_top1]))
+    # lockstep with k = 2: the full KL exactly, and the top-2 bound strictly below it
+    cand = score_corpus(uniform, CORPUS, ctx=8, stride=4, k=2, reference=MarkovSource())
+    c = compare(Reference.from_scores(cand.reference_scores, {}), cand)
+    assert c.kl_mean_nats == pytest.approx(sum(kl) / len(kl), rel=1e-6)
+    assert c.kl_max_nats == pytest.approx(max(kl), rel=1e-6)
+    assert c.kl_median_nats == pytest.approx(float(np.median(kl)), rel=1e-6)
+    assert c.kl_p99_nats == pytest.approx(float(np.percentile(kl, 99)), rel=1e-6)
+    assert 0 < c.kl_topk_bound_mean_nats < c.kl_mean_nats
+    mass = [sorted(P[prev])[-2:] for prev in prevs]
+    assert c.ref_topk_mass_mean == pytest.approx(np.mean([sum(m) for m in mass]), rel=1e-6)
+
+
+def test_lockstep_refuses_another_vocabulary_or_bos():
+    six = np.full((V, 6), 1.0 / 6)
+    with pytest.raises(UsageError, match="vocabulary of 6 tokens"):
+        score_corpus(MarkovSource(), CORPUS, ctx=8, stride=4, reference=MarkovSource(six))
+    with pytest.raises(UsageError, match="BOS token is None"):
+        score_corpus(MarkovSource(), CORPUS, ctx=8, stride=4, reference=MarkovSource(bos=None))
+    with pytest.raises(ValueError, match="not both"):
+        score_corpus(
+            MarkovSource(), CORPUS, ctx=8, stride=4, ref_topk_ids=np.zeros((27, 2)),
+            reference=MarkovSource(),
+        )  # fmt: skip
+
+
+def test_reduce_rows_full_logprobs_and_full_kl_by_hand():
+    # P = (0.5, 0.3, 0.2), Q = (0.25, 0.25, 0.5): KL = 0.218011911 nats (above)
+    lq = np.log([[0.25, 0.25, 0.5]]) + 1.5  # a shift: softmax ignores it
+    rows = reduce_rows(lq, np.array([0]), k=1, ref_full=np.log([[0.5, 0.3, 0.2]]))
+    expected = 0.5 * math.log(2) + 0.3 * math.log(1.2) + 0.2 * math.log(0.4)
+    assert rows.kl.dtype == np.float64 and rows.kl[0] == pytest.approx(expected, rel=1e-12)
+    assert rows.logprobs is None
+    kept = reduce_rows(lq, np.array([0]), k=1, keep_logprobs=True)
+    np.testing.assert_allclose(kept.logprobs, np.log([[0.25, 0.25, 0.5]]), rtol=1e-7)
+    assert kept.logprobs.dtype == np.float32 and kept.kl is None
+    # p = 0 terms are 0; q = 0 where p > 0 is infinite, as the definition says
+    with np.errstate(divide="ignore"):
+        zero_p = reduce_rows(lq, np.array([0]), k=1, ref_full=np.log([[1.0, 0.0, 0.0]]))
+        assert zero_p.kl[0] == pytest.approx(math.log(4), rel=1e-12)
+        inf_q = reduce_rows(
+            np.log([[1.0, 0.0, 1.0]]), np.array([0]), k=1, ref_full=np.log([[0.5, 0.5, 0.0]])
+        )
+    assert inf_q.kl[0] == math.inf
+    with pytest.raises(ValueError, match="ref_full must have shape"):
+        reduce_rows(lq, np.array([0]), k=1, ref_full=np.zeros((1, 4)))
 
 
 def test_compare_refuses_other_tokens_vocabularies_and_windows():

@@ -27,6 +27,7 @@ from typing import Any
 __all__ = [
     "LogitsSource",
     "RowScores",
+    "check_ref_full",
     "check_ref_ids",
     "check_settings",
     "check_window",
@@ -44,12 +45,18 @@ class RowScores:
         topk_logprobs: shape ``(n, k)``, float32, nats (<= 0), descending.
         ref_logprobs: shape ``(n, k_ref)``, float32: log-probabilities of the
             reference's top-k ids at each position; None when no ids were given.
+        logprobs: shape ``(n, V)``, float32: the full log-softmax of each row, when
+            asked for (``keep_logprobs``); else None.
+        kl: shape ``(n,)``, float64, nats: full-vocabulary ``KL(P_ref || Q)`` against a
+            reference's full log-probabilities (``ref_full``); else None.
     """
 
     nll: Any
     topk_ids: Any
     topk_logprobs: Any
     ref_logprobs: Any = None
+    logprobs: Any = None
+    kl: Any = None
 
     def __len__(self) -> int:
         return len(self.nll)
@@ -83,6 +90,9 @@ class LogitsSource(ABC):
         first: int,
         k: int,
         ref_ids: Any = None,
+        *,
+        keep_logprobs: bool = False,
+        ref_full: Any = None,
     ) -> RowScores:
         """Score positions ``first .. len(tokens) - 2`` of one window.
 
@@ -96,6 +106,10 @@ class LogitsSource(ABC):
             k: how many top tokens to keep per position.
             ref_ids: optional int array ``(len(tokens) - 1 - first, k_ref)`` of ids
                 whose log-probabilities to return (the reference's top-k).
+            keep_logprobs, ref_full: passed to
+                :func:`~meltbench.accuracy.scoring.reduce_rows` for each batch of rows
+                (``ref_full`` sliced to the batch): the full log-probabilities, and the
+                full-vocabulary KL against a reference's.
 
         Raises:
             ValueError: window longer than ``n_ctx`` or ``first`` out of range.
@@ -163,10 +177,34 @@ def check_ref_ids(ref_ids: Any, n_rows: int) -> Any:
     return ref.astype(np.int64, copy=False)
 
 
-def concat_rows(parts: Sequence[RowScores], k: int, n_vocab: int, k_ref: int | None) -> RowScores:
+def check_ref_full(ref_full: Any, n_rows: int, n_vocab: int) -> Any:
+    """``ref_full`` as an ``(n_rows, n_vocab)`` array, or None; ValueError on a bad shape."""
+    if ref_full is None:
+        return None
+    import numpy as np
+
+    full = np.asarray(ref_full)
+    if full.shape != (n_rows, n_vocab):
+        raise ValueError(
+            f"ref_full must have shape ({n_rows}, {n_vocab}), got {full.shape}: the "
+            "reference has another vocabulary or scored other positions"
+        )
+    return full
+
+
+def concat_rows(
+    parts: Sequence[RowScores],
+    k: int,
+    n_vocab: int,
+    k_ref: int | None,
+    *,
+    keep_logprobs: bool = False,
+    kl: bool = False,
+) -> RowScores:
     """Concatenate per-batch :class:`RowScores` in order (an empty list gives 0 rows).
 
-    ``k`` is clipped to ``n_vocab`` for the empty case, as ``reduce_rows`` clips it.
+    ``k`` is clipped to ``n_vocab`` for the empty case, as ``reduce_rows`` clips it;
+    ``keep_logprobs`` and ``kl`` say which optional arrays the batches carry.
     """
     import numpy as np
 
@@ -177,6 +215,8 @@ def concat_rows(parts: Sequence[RowScores], k: int, n_vocab: int, k_ref: int | N
             topk_ids=np.zeros((0, kk), dtype=np.int32),
             topk_logprobs=np.zeros((0, kk), dtype=np.float32),
             ref_logprobs=None if k_ref is None else np.zeros((0, k_ref), dtype=np.float32),
+            logprobs=np.zeros((0, n_vocab), dtype=np.float32) if keep_logprobs else None,
+            kl=np.zeros(0, dtype=np.float64) if kl else None,
         )
     if len(parts) == 1:
         return parts[0]
@@ -185,4 +225,6 @@ def concat_rows(parts: Sequence[RowScores], k: int, n_vocab: int, k_ref: int | N
         topk_ids=np.concatenate([p.topk_ids for p in parts]),
         topk_logprobs=np.concatenate([p.topk_logprobs for p in parts]),
         ref_logprobs=(None if k_ref is None else np.concatenate([p.ref_logprobs for p in parts])),
+        logprobs=np.concatenate([p.logprobs for p in parts]) if keep_logprobs else None,
+        kl=np.concatenate([p.kl for p in parts]) if kl else None,
     )

@@ -1,10 +1,26 @@
 """How far a candidate model's next-token distributions are from a reference's.
 
-Both models score the same corpus with the same windows (:mod:`.perplexity`); the
-reference keeps its top-k ids and log-probabilities at each position, and the candidate
-returns its log-probabilities of those same ids (``ref_logprobs``). From these:
+Both models score the same corpus with the same windows (:mod:`.perplexity`). Two ways:
 
-- **KL divergence** ``KL(P_ref || Q_cand)`` per position, in nats, of the two
+- **Lockstep (exact).** With a reference *model*, each window is scored by the
+  reference and then by the candidate, and the full-vocabulary
+  ``KL(P_ref || Q_cand) = sum_v p_v (log p_v - log q_v)`` is computed per position from
+  both full log-softmax rows (float64), as ``llama-perplexity --kl-divergence`` does.
+  llama.cpp stores the reference's logits in a file first (uint16-quantized
+  log-probabilities, ``2 x V`` bytes per position: 0.5 MiB per position for Gemma 3's
+  262,144-token vocabulary, ~150 GB for a 300k-token corpus); lockstep keeps one
+  window of the reference's rows in memory instead. These are ``kl_mean_nats``,
+  ``kl_median_nats``, ``kl_p99_nats``, ``kl_max_nats``.
+- **Saved reference (a bound).** A reference file keeps only the reference's top-k ids
+  and log-probabilities at each position; the candidate returns its log-probabilities
+  of those same ids (``ref_logprobs``). That gives ``kl_topk_bound_mean_nats``, a lower
+  bound, never reported as the KL (an independent check found the top-32 bound 29%
+  below the full KL for Q4_0 of Gemma 3 270M, with the reference's top-32 holding 85.5%
+  of its probability on average), with ``ref_topk_mass_mean`` saying how tight it is.
+
+From the top-k:
+
+- **Top-k KL bound**: ``KL(P_ref || Q_cand)`` per position, in nats, of the two
   distributions *coarsened* to ``k + 1`` outcomes: the reference's top-k tokens, and
   one "rest" bucket holding every other token. By the data-processing inequality
   (Cover & Thomas, *Elements of Information Theory*, 2nd ed., Thm 2.8.1, applied to the
@@ -13,10 +29,6 @@ returns its log-probabilities of those same ids (``ref_logprobs``). From these:
   when the reference puts all its mass on its top-k (then the rest bucket is empty for
   P, and the candidate's mass there contributes nothing). The less mass the reference
   leaves outside its top-k, the tighter the bound.
-  llama.cpp's ``llama-perplexity --kl-divergence`` instead stores the full reference
-  logits (as uint16, per position); we do not, because with Gemma 3's 262,144-token
-  vocabulary that is 0.5 MiB per position, ~150 GB for a 300k-token corpus, where the
-  top-32 costs 272 bytes per position.
 - **Top-1 agreement**: the fraction of positions where both models' most likely token
   (argmax, ties broken toward the lower id) is the same.
 
@@ -39,7 +51,7 @@ if TYPE_CHECKING:
     from meltbench.accuracy.perplexity import CorpusScores
     from meltbench.accuracy.reference import Reference
 
-__all__ = ["Comparison", "compare", "top1_agreement", "topk_kl"]
+__all__ = ["Comparison", "check_same_tokens", "compare", "top1_agreement", "topk_kl"]
 
 # Rest-bucket masses are clipped to at least this, so log() is finite.
 _TINY = 1e-30
@@ -134,37 +146,52 @@ class Comparison:
         ppl: the candidate's perplexity.
         ppl_ref: the reference's perplexity.
         ppl_ratio: ``ppl / ppl_ref``.
-        kl_mean_nats, kl_median_nats, kl_p99_nats, kl_max_nats: per-position top-k KL
-            divergence (:func:`topk_kl`), nats.
+        kl_mean_nats, kl_median_nats, kl_p99_nats, kl_max_nats: per-position
+            full-vocabulary KL divergence, nats; None unless scored in lockstep.
+        kl_topk_bound_mean_nats: mean of the per-position top-k bound
+            (:func:`topk_kl`), nats: a lower bound of ``kl_mean_nats``.
+        ref_topk_mass_mean: mean probability (0..1) in the reference's top-k.
         top1_agreement: fraction 0..1 of positions with the same argmax.
-        k: the reference's top-k (KL resolution).
+        k: the reference's top-k (resolution of the bound).
     """
 
     n_tokens: int
     ppl: float
     ppl_ref: float
     ppl_ratio: float
-    kl_mean_nats: float
-    kl_median_nats: float
-    kl_p99_nats: float
-    kl_max_nats: float
+    kl_mean_nats: float | None
+    kl_median_nats: float | None
+    kl_p99_nats: float | None
+    kl_max_nats: float | None
+    kl_topk_bound_mean_nats: float
+    ref_topk_mass_mean: float
     top1_agreement: float
     k: int
+
+    @property
+    def kl_is_full(self) -> bool:
+        """True when the full-vocabulary KL was computed (lockstep)."""
+        return self.kl_mean_nats is not None
 
     def to_metrics(self) -> dict[str, float]:
         """The metric names stored with a run: ``perplexity``, ``perplexity_ref``,
         ``ppl_ratio``, ``kl_mean_nats``, ``kl_median_nats``, ``kl_p99_nats``,
-        ``kl_max_nats``, ``top1_agreement``."""
-        return {
+        ``kl_max_nats`` (only when computed in lockstep: never the bound under the
+        KL's name), ``kl_topk_bound_mean_nats``, ``ref_topk_mass_mean``,
+        ``top1_agreement``."""
+        out = {
             "perplexity": float(self.ppl),
             "perplexity_ref": float(self.ppl_ref),
             "ppl_ratio": float(self.ppl_ratio),
-            "kl_mean_nats": float(self.kl_mean_nats),
-            "kl_median_nats": float(self.kl_median_nats),
-            "kl_p99_nats": float(self.kl_p99_nats),
-            "kl_max_nats": float(self.kl_max_nats),
-            "top1_agreement": float(self.top1_agreement),
         }
+        for name in ("kl_mean_nats", "kl_median_nats", "kl_p99_nats", "kl_max_nats"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = float(value)
+        out["kl_topk_bound_mean_nats"] = float(self.kl_topk_bound_mean_nats)
+        out["ref_topk_mass_mean"] = float(self.ref_topk_mass_mean)
+        out["top1_agreement"] = float(self.top1_agreement)
+        return out
 
 
 def _first_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, str, str]:
@@ -177,26 +204,38 @@ def _first_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, str, str]:
     return i, av, bv
 
 
+def check_same_tokens(ref_tokens: Any, cand_tokens: Any) -> None:
+    """Both models must tokenize the corpus identically (int arrays ``(N,)``).
+
+    Raises:
+        UsageError: they differ; the message gives the first differing token.
+    """
+    a = np.asarray(ref_tokens).ravel()
+    b = np.asarray(cand_tokens).ravel()
+    if a.shape != b.shape or not np.array_equal(a, b):
+        i, x, y = _first_difference(a, b)
+        raise UsageError(
+            "the candidate tokenizes the corpus differently from the reference "
+            f"(first difference at token {i}: {x} vs {y}): {_SAME_TOKENIZER}"
+        )
+
+
 def compare(reference: Reference, cand: CorpusScores) -> Comparison:
     """Compare a candidate's scores with a reference's (same corpus, same windows).
 
     ``cand`` must have been scored with ``ref_topk_ids=reference.topk_ids`` (so that
     ``cand.ref_logprobs`` holds the candidate's log-probabilities of the reference's
-    top-k ids).
+    top-k ids), or in lockstep with the reference model (``score_corpus(...,
+    reference=...)``, and ``reference`` made from ``cand.reference_scores``): then
+    ``cand.kl`` holds the full-vocabulary KL per position and the ``kl_*`` statistics
+    are set.
 
     Raises:
         UsageError: the candidate tokenizes the corpus differently, scores other
             positions (other ``--ctx``/``--stride``/BOS), or has another vocabulary size.
         ValueError: ``cand`` was scored without the reference's ids.
     """
-    ref_tokens = np.asarray(reference.tokens).ravel()
-    cand_tokens = np.asarray(cand.tokens).ravel()
-    if ref_tokens.shape != cand_tokens.shape or not np.array_equal(ref_tokens, cand_tokens):
-        i, a, b = _first_difference(ref_tokens, cand_tokens)
-        raise UsageError(
-            "the candidate tokenizes the corpus differently from the reference "
-            f"(first difference at token {i}: {a} vs {b}): {_SAME_TOKENIZER}"
-        )
+    check_same_tokens(reference.tokens, cand.tokens)
     ref_vocab = reference.meta.get("n_vocab")
     cand_vocab = cand.meta.get("n_vocab")
     if ref_vocab is not None and cand_vocab is not None and int(ref_vocab) != int(cand_vocab):
@@ -229,8 +268,22 @@ def compare(reference: Reference, cand: CorpusScores) -> Comparison:
     n = int(ref_lp.shape[0])
     if n == 0:
         raise UsageError("nothing to compare: the reference scores no tokens")
-    kl = topk_kl(ref_lp, cand_lp)
-    kl_list = kl.tolist()
+    bound = topk_kl(ref_lp, cand_lp).tolist()
+    mass = np.exp(_logsumexp_rows(ref_lp.astype(np.float64))).tolist()
+    full: dict[str, float | None] = dict.fromkeys(
+        ("kl_mean_nats", "kl_median_nats", "kl_p99_nats", "kl_max_nats")
+    )
+    if cand.kl is not None:
+        kl = np.asarray(cand.kl, dtype=np.float64)
+        if kl.shape != (n,):
+            raise ValueError(f"candidate kl has shape {kl.shape}, expected ({n},)")
+        kl_list = kl.tolist()
+        full = {
+            "kl_mean_nats": math.fsum(kl_list) / n,
+            "kl_median_nats": percentile(kl_list, 50.0),
+            "kl_p99_nats": percentile(kl_list, 99.0),
+            "kl_max_nats": float(np.max(kl)),
+        }
     ppl = float(cand.perplexity)
     ppl_ref = float(reference.perplexity)
     return Comparison(
@@ -238,10 +291,9 @@ def compare(reference: Reference, cand: CorpusScores) -> Comparison:
         ppl=ppl,
         ppl_ref=ppl_ref,
         ppl_ratio=ppl / ppl_ref,
-        kl_mean_nats=math.fsum(kl_list) / n,
-        kl_median_nats=percentile(kl_list, 50.0),
-        kl_p99_nats=percentile(kl_list, 99.0),
-        kl_max_nats=float(np.max(kl)),
+        **full,
+        kl_topk_bound_mean_nats=math.fsum(bound) / n,
+        ref_topk_mass_mean=math.fsum(mass) / n,
         top1_agreement=top1_agreement(
             np.asarray(reference.topk_ids)[:, 0], np.asarray(cand.topk_ids)[:, 0]
         ),

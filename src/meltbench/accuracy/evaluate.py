@@ -3,9 +3,11 @@ accuracy, stored as a run.
 
 One evaluation is one :class:`~meltbench.results.schema.RunResult` whose ``test`` is
 ``ppl:<corpus>@ctx<C>/s<S>`` and whose ``metrics`` hold ``perplexity`` and, against a
-reference, ``perplexity_ref``, ``ppl_ratio``, ``kl_mean_nats``, ``kl_median_nats``,
-``kl_p99_nats``, ``kl_max_nats`` and ``top1_agreement`` (each one value, n = 1), plus
-``task_<task>_<metric>`` for lm-evaluation-harness tasks. The ``accuracy`` section keeps
+reference, ``perplexity_ref``, ``ppl_ratio``, ``kl_topk_bound_mean_nats``,
+``ref_topk_mass_mean`` and ``top1_agreement`` (each one value, n = 1), and — when the
+reference is a model, scored in lockstep — the full-vocabulary ``kl_mean_nats``,
+``kl_median_nats``, ``kl_p99_nats``, ``kl_max_nats``; plus ``task_<task>_<metric>`` for
+lm-evaluation-harness tasks. The ``accuracy`` section keeps
 the method, corpus hash, token counts and the reference's description, so reports and
 ``compare`` can put accuracy next to speed. The per-token arrays are not stored in the
 database (they are what ``--save-reference`` writes).
@@ -51,6 +53,8 @@ class EvalOptions:
         limit: evaluate only this many documents per task.
         threads: CPU threads for the engine.
         dtype: engine dtype (transformers: float32 default).
+        engine_options: llama.cpp keyword options for both the model and a reference
+            model (``-o flash_attn=true``; see :func:`.sources.open_source`).
     """
 
     corpus: str | None = None
@@ -65,6 +69,20 @@ class EvalOptions:
     limit: int | None = None
     threads: int | None = None
     dtype: str | None = None
+    engine_options: tuple[tuple[str, Any], ...] = ()
+
+
+def _open(model: str, engine: str, options: EvalOptions) -> Any:
+    from meltbench.accuracy.sources import open_source
+
+    return open_source(
+        model,
+        engine,
+        ctx=options.ctx,
+        threads=options.threads,
+        dtype=options.dtype,
+        options=dict(options.engine_options) or None,
+    )
 
 
 def _check(options: EvalOptions) -> None:
@@ -96,9 +114,15 @@ def score_model(
     options: EvalOptions,
     *,
     ref_topk_ids: Any = None,
+    reference: Any = None,
     on_window: ProgressCallback | None = None,
 ) -> Any:
-    """Tokenize ``text`` with ``source`` and score it (a ``CorpusScores``)."""
+    """Tokenize ``text`` with ``source`` and score it (a ``CorpusScores``).
+
+    With a ``reference`` logits source, both score each window in lockstep (the exact
+    full-vocabulary KL, :func:`~meltbench.accuracy.perplexity.score_corpus`); the
+    reference must tokenize ``text`` identically (UsageError otherwise).
+    """
     import numpy as np
 
     from meltbench.accuracy.perplexity import score_corpus
@@ -106,6 +130,10 @@ def score_model(
     tokens = np.asarray(source.tokenize(text), dtype=np.int32)
     if len(tokens) < 2:
         raise UsageError("the corpus is shorter than 2 tokens; give a longer --corpus")
+    if reference is not None:
+        from meltbench.accuracy.divergence import check_same_tokens
+
+        check_same_tokens(np.asarray(reference.tokenize(text), dtype=np.int32), tokens)
     return score_corpus(
         source,
         tokens,
@@ -113,6 +141,7 @@ def score_model(
         stride=options.stride,
         k=options.k,
         ref_topk_ids=ref_topk_ids,
+        reference=reference,
         on_window=on_window,
     )
 
@@ -125,37 +154,20 @@ def accuracy_metrics(scores: Any, comparison: Any = None) -> dict[str, float]:
     return metrics
 
 
-def _reference_for(
-    options: EvalOptions,
-    engine: str,
-    text: str,
-    corpus_sha: str,
-    on_window: ProgressCallback | None,
-) -> Any:
-    """The reference to compare with: loaded from a file, or computed now."""
-    from meltbench.accuracy.reference import Reference, check_compatible, load_reference
-    from meltbench.accuracy.sources import open_source
+def _reference_file(options: EvalOptions, corpus_sha: str) -> Any:
+    """The saved reference to compare with (top-k only: the KL bound)."""
+    from meltbench.accuracy.reference import check_compatible, load_reference
 
     assert options.reference is not None
-    if _is_reference_file(options.reference):
-        ref = load_reference(options.reference)
-        check_compatible(
-            ref,
-            n_vocab=ref.meta.get("n_vocab"),
-            ctx=options.ctx,
-            stride=options.stride,
-            corpus_sha256=corpus_sha,
-        )
-        return ref
-    source = open_source(
-        options.reference, engine, ctx=options.ctx, threads=options.threads, dtype=options.dtype
+    ref = load_reference(options.reference)
+    check_compatible(
+        ref,
+        n_vocab=ref.meta.get("n_vocab"),
+        ctx=options.ctx,
+        stride=options.stride,
+        corpus_sha256=corpus_sha,
     )
-    try:
-        scores = score_model(source, text, options, on_window=on_window)
-        meta = _meta(source, options, corpus_sha, len(text), options.reference)
-        return Reference.from_scores(scores, meta)
-    finally:
-        source.close()
+    return ref
 
 
 def _meta(
@@ -198,7 +210,6 @@ def evaluate_model(
         UsageError: bad options, missing corpus, an engine without a logits source,
             incompatible reference (different vocabulary, tokenizer, ctx or corpus).
     """
-    from meltbench.accuracy.sources import open_source
     from meltbench.config import EngineSpec, ModelSpec, RunSpec, WorkloadSpec
     from meltbench.environment import collect_environment
     from meltbench.measure.stats import summarize
@@ -215,14 +226,20 @@ def evaluate_model(
         text = load_corpus(options.corpus, max_chars=options.max_chars)
         corpus_sha = corpus_sha256(text)
 
-    reference = None
-    if options.reference is not None:
-        say(f"reference: {options.reference}")
-        reference = _reference_for(options, engine, text or "", corpus_sha or "", on_window)
+    reference = ref_source = None
+    if options.reference is not None and _is_reference_file(options.reference):
+        say(f"reference: {options.reference} (saved top-{options.k}: the KL is a bound)")
+        reference = _reference_file(options, corpus_sha or "")
+    elif options.reference is not None and text is not None:
+        say(f"reference: {options.reference}, scored in lockstep (full-vocabulary KL)")
+        ref_source = _open(options.reference, engine, options)
 
-    source = open_source(
-        model, engine, ctx=options.ctx, threads=options.threads, dtype=options.dtype
-    )
+    try:
+        source = _open(model, engine, options)
+    except BaseException:
+        if ref_source is not None:
+            ref_source.close()
+        raise
     accuracy: dict[str, Any] = {"engine": engine, "source": source.describe()}
     metrics: dict[str, float] = {}
     try:
@@ -239,12 +256,26 @@ def evaluate_model(
                     stride=options.stride,
                     corpus_sha256=corpus_sha,
                 )
-            scores = score_model(source, text, options, ref_topk_ids=ref_ids, on_window=on_window)
+            scores = score_model(
+                source,
+                text,
+                options,
+                ref_topk_ids=ref_ids,
+                reference=ref_source,
+                on_window=on_window,
+            )
+            if ref_source is not None:
+                from meltbench.accuracy.reference import Reference
+
+                assert options.reference is not None and scores.reference_scores is not None
+                meta = _meta(ref_source, options, corpus_sha or "", len(text), options.reference)
+                reference = Reference.from_scores(scores.reference_scores, meta)
             comparison = None
             if reference is not None:
                 from meltbench.accuracy.divergence import compare
 
                 comparison = compare(reference, scores)
+                accuracy["kl_method"] = _kl_method(comparison)
             metrics.update(accuracy_metrics(scores, comparison))
             accuracy.update(
                 {
@@ -274,6 +305,8 @@ def evaluate_model(
             metrics.update(task_metrics(results))
     finally:
         source.close()
+        if ref_source is not None:
+            ref_source.close()
 
     from meltbench.models.resolve import resolve_model
     from meltbench.registry import ENGINES
@@ -302,6 +335,16 @@ def evaluate_model(
         environment=collect_environment(),
         metrics={name: summarize([value]) for name, value in metrics.items()},
         accuracy=accuracy,
+    )
+
+
+def _kl_method(comparison: Any) -> str:
+    """One line for the record: how the KL figures were computed."""
+    if comparison.kl_is_full:
+        return "full vocabulary, reference scored in lockstep (as llama-perplexity --kl-divergence)"
+    return (
+        f"saved reference: only a lower bound (top-{comparison.k} tokens + the rest, "
+        "kl_topk_bound_mean_nats); pass the reference model for the full KL"
     )
 
 

@@ -49,6 +49,7 @@ from typing import Any
 from meltbench.accuracy.base import (
     LogitsSource,
     RowScores,
+    check_ref_full,
     check_ref_ids,
     check_settings,
     check_window,
@@ -87,7 +88,8 @@ class LlamaCppLogits(LogitsSource):
         options: extra ``llama_cpp.Llama`` keyword arguments (``n_gpu_layers``, ...).
 
     Raises:
-        ValueError: ``ctx < 2``, ``threads < 1`` or ``batch < 1``; from llama-cpp-python,
+        ValueError: ``ctx < 2``, ``threads < 1`` or ``batch < 1``, ``options`` that
+            ``Llama()`` does not take (:meth:`invalid_options`); from llama-cpp-python,
             a file llama.cpp cannot load.
         RuntimeError: llama.cpp could not create the batch.
     """
@@ -110,6 +112,10 @@ class LlamaCppLogits(LogitsSource):
 
             threads = physical_cores()
         import llama_cpp
+
+        bad = self.invalid_options(options or {})
+        if bad:
+            raise ValueError(bad)
 
         self._lib = llama_cpp
         self.path = Path(path)
@@ -136,6 +142,38 @@ class LlamaCppLogits(LogitsSource):
             self.close()
             raise RuntimeError(f"llama.cpp could not allocate a batch of {self.batch} tokens")
         self._batch = batch_struct
+
+    #: the ``Llama()`` keywords this source sets itself (``-o`` cannot change them).
+    OWN_KEYWORDS = frozenset(
+        {"model_path", "n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch",
+         "logits_all", "verbose"}
+    )  # fmt: skip
+
+    @classmethod
+    def invalid_options(cls, options: Mapping[str, Any]) -> str | None:
+        """Why ``options`` cannot be passed to ``llama_cpp.Llama`` (None if they can).
+
+        ``Llama.__init__`` takes ``**kwargs`` and ignores unknown names silently, so a
+        misspelt option would change nothing; the names are checked against its
+        signature instead.
+        """
+        import inspect
+
+        import llama_cpp
+
+        params = inspect.signature(llama_cpp.Llama.__init__).parameters
+        named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD} - {"self"}
+        unknown = sorted(set(options) - named)
+        if unknown:
+            return (
+                f"-o {', '.join(unknown)}: not an option of llama_cpp.Llama "
+                f"(llama-cpp-python {getattr(llama_cpp, '__version__', '?')}); "
+                "e.g. flash_attn, type_k, type_v, n_gpu_layers, swa_full"
+            )
+        own = sorted(set(options) & cls.OWN_KEYWORDS)
+        if own:
+            return f"-o {', '.join(own)}: set by eval itself; use --ctx or --threads instead"
+        return None
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -175,13 +213,16 @@ class LlamaCppLogits(LogitsSource):
         first: int,
         k: int,
         ref_ids: Any = None,
+        *,
+        keep_logprobs: bool = False,
+        ref_full: Any = None,
     ) -> RowScores:
         """Score positions ``first .. len(tokens) - 2`` of one window (see
         :meth:`LogitsSource.score`), from an empty KV cache.
 
         Raises:
             ValueError: a window longer than ``n_ctx`` (or shorter than 2), ``first`` out
-                of range, ``k < 1``, or ``ref_ids`` of the wrong shape.
+                of range, ``k < 1``, or ``ref_ids``/``ref_full`` of the wrong shape.
             RuntimeError: ``llama_decode`` failed (its return code is in the message).
         """
         import numpy as np
@@ -193,6 +234,7 @@ class LlamaCppLogits(LogitsSource):
         window = check_window(tokens, first, k, self.n_ctx)
         n = len(window)
         ref = check_ref_ids(ref_ids, n - 1 - first)
+        full = check_ref_full(ref_full, n - 1 - first, self.n_vocab)
         lib, ctx, b = self._lib, self._llm.ctx, self._batch
         nxt = np.asarray(window, dtype=np.int64)
         lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
@@ -223,8 +265,25 @@ class LlamaCppLogits(LogitsSource):
                 ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(hi - lo, self.n_vocab)
             )
             ref_part = None if ref is None else ref[lo - first : hi - first]
-            parts.append(reduce_rows(rows, nxt[lo + 1 : hi + 1], k, ref_part))
-        return concat_rows(parts, k, self.n_vocab, None if ref is None else ref.shape[1])
+            full_part = None if full is None else full[lo - first : hi - first]
+            parts.append(
+                reduce_rows(
+                    rows,
+                    nxt[lo + 1 : hi + 1],
+                    k,
+                    ref_part,
+                    keep_logprobs=keep_logprobs,
+                    ref_full=full_part,
+                )
+            )
+        return concat_rows(
+            parts,
+            k,
+            self.n_vocab,
+            None if ref is None else ref.shape[1],
+            keep_logprobs=keep_logprobs,
+            kl=full is not None,
+        )
 
     # -- facts and cleanup -----------------------------------------------------------
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from meltbench.accuracy.base import LogitsSource
+from meltbench.accuracy.base import LogitsSource, RowScores
 from meltbench.errors import UsageError
 
 __all__ = [
@@ -166,6 +166,11 @@ class CorpusScores:
         topk_logprobs: float32 ``(M, k)``, their log-probabilities, nats, descending.
         ref_logprobs: float32 ``(M, k_ref)``, log-probabilities of a reference's top-k
             ids (None when scored without a reference).
+        kl: float64 ``(M,)``, nats: full-vocabulary ``KL(P_ref || Q)`` per position,
+            when scored in lockstep with a reference model (``score_corpus(...,
+            reference=...)``); else None.
+        reference_scores: the reference model's own scores from that lockstep pass
+            (its ``kl`` and ``ref_logprobs`` None); else None.
         meta: ``ctx``, ``stride``, ``k`` (after clipping to the vocabulary), ``bos``,
             ``bos_token``, ``n_windows``, ``n_vocab``, ``method``
             (``"hf-strided-sliding-window"``).
@@ -178,6 +183,8 @@ class CorpusScores:
     topk_logprobs: Any
     ref_logprobs: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    kl: Any = None
+    reference_scores: CorpusScores | None = None
 
     @property
     def n_scored(self) -> int:
@@ -198,6 +205,7 @@ def score_corpus(
     stride: int,
     k: int = 32,
     ref_topk_ids: Any = None,
+    reference: LogitsSource | None = None,
     on_window: Callable[[int, int, int], None] | None = None,
 ) -> CorpusScores:
     """Score every token of ``tokens`` with ``source`` by the strided sliding window.
@@ -217,6 +225,14 @@ def score_corpus(
         ref_topk_ids: optional int array ``(M, k_ref)``, a reference's top-k ids aligned
             with the positions this call scores (a :class:`Reference`'s ``topk_ids``);
             their log-probabilities come back as ``ref_logprobs``.
+        reference: a reference model to score *in lockstep*: each window is scored by
+            the reference first, keeping its full log-probabilities (``rows x V x 4``
+            bytes, one window at a time), then by ``source`` against them, which gives
+            the exact full-vocabulary KL per position (``kl``) as
+            ``llama-perplexity --kl-divergence`` computes it, without storing the
+            reference's logits. The reference's top-k ids give ``ref_logprobs`` (the
+            top-k bound) as well, and its own scores come back as
+            ``reference_scores``. Excludes ``ref_topk_ids``.
         on_window: progress, called after each window as
             ``on_window(windows_done, n_windows, tokens_scored_so_far)``;
             ``windows_done`` counts from 1 and equals ``n_windows`` at the end.
@@ -227,12 +243,17 @@ def score_corpus(
     Raises:
         UsageError: bad ``ctx``/``stride``/``k``, a corpus with nothing to score, or
             ``ref_topk_ids`` whose row count differs from the positions scored here
-            (the reference tokenized the corpus differently or with another BOS rule).
+            (the reference tokenized the corpus differently or with another BOS rule),
+            or a lockstep reference with another BOS token or vocabulary size.
         RuntimeError: the source returned rows of the wrong count or shape.
     """
     toks = np.asarray(tokens, dtype=np.int64).ravel().astype(np.int32)
     bos_id = source.bos_token()
     bos = bos_id is not None
+    if reference is not None:
+        if ref_topk_ids is not None:
+            raise ValueError("pass either ref_topk_ids or a lockstep reference, not both")
+        _check_lockstep(source, reference)
     if k < 1:
         raise UsageError(f"--top-k must be >= 1 (got {k})")
     if source.n_ctx and ctx > source.n_ctx:
@@ -265,14 +286,34 @@ def score_corpus(
     ids_parts: list[np.ndarray] = []
     lp_parts: list[np.ndarray] = []
     ref_parts: list[np.ndarray] = []
+    kl_parts: list[np.ndarray] = []
+    own_parts: list[RowScores] = []  # the lockstep reference's rows
     k_out: int | None = None
     done = 0
     for i, plan in enumerate(plans):
         window = ([int(bos_id)] if bos else []) + toks[plan.start : plan.end].tolist()
         first = plan.first(bos)
         n_rows = plan.n_scored
-        ref_rows = None if ref is None else ref[done : done + n_rows]
-        rows = source.score(window, first, k, ref_ids=ref_rows)
+        if reference is not None:
+            own = reference.score(window, first, k, keep_logprobs=True)
+            if own.logprobs is None or np.shape(own.logprobs) != (n_rows, source.n_vocab):
+                raise RuntimeError(
+                    f"{reference.engine or type(reference).__name__} returned no full "
+                    f"log-probabilities of shape ({n_rows}, {source.n_vocab}) for window {i}"
+                )
+            rows = source.score(window, first, k, ref_ids=own.topk_ids, ref_full=own.logprobs)
+            own.logprobs = None  # n_rows x V floats: free before the next window
+            own_parts.append(own)
+            if rows.kl is None or np.shape(rows.kl) != (n_rows,):
+                raise RuntimeError(
+                    f"{source.engine or type(source).__name__} ignored ref_full in window {i}"
+                )
+            kl_parts.append(np.asarray(rows.kl, dtype=np.float64))
+            ref = own.topk_ids  # checked below like given ids
+            ref_rows = ref
+        else:
+            ref_rows = None if ref is None else ref[done : done + n_rows]
+            rows = source.score(window, first, k, ref_ids=ref_rows)
         nll = np.asarray(rows.nll, dtype=np.float64)
         ids = np.asarray(rows.topk_ids)
         lps = np.asarray(rows.topk_logprobs)
@@ -296,10 +337,10 @@ def score_corpus(
                     f"{source.engine or type(source).__name__} ignored ref_ids in window {i}"
                 )
             rlp = np.asarray(rows.ref_logprobs, dtype=np.float32)
-            if rlp.shape != (n_rows, ref.shape[1]):
+            if rlp.shape != (n_rows, np.shape(ref_rows)[1]):
                 raise RuntimeError(
                     f"{source.engine or type(source).__name__} returned ref_logprobs of shape "
-                    f"{rlp.shape} for window {i}, expected {(n_rows, ref.shape[1])}"
+                    f"{rlp.shape} for window {i}, expected {(n_rows, np.shape(ref_rows)[1])}"
                 )
             ref_parts.append(rlp)
         done += n_rows
@@ -319,6 +360,18 @@ def score_corpus(
         "n_windows": len(plans),
         "n_vocab": int(source.n_vocab) if source.n_vocab else None,
     }
+    reference_scores = None
+    if reference is not None:
+        reference_scores = CorpusScores(
+            tokens=toks,
+            positions=positions,
+            nll=np.concatenate([np.asarray(r.nll, dtype=np.float64) for r in own_parts]),
+            topk_ids=np.concatenate([np.asarray(r.topk_ids, dtype=np.int32) for r in own_parts]),
+            topk_logprobs=np.concatenate(
+                [np.asarray(r.topk_logprobs, dtype=np.float32) for r in own_parts]
+            ),
+            meta={**meta, "n_vocab": int(reference.n_vocab) if reference.n_vocab else None},
+        )
     return CorpusScores(
         tokens=toks,
         positions=positions,
@@ -327,7 +380,24 @@ def score_corpus(
         topk_logprobs=np.concatenate(lp_parts),
         ref_logprobs=np.concatenate(ref_parts) if ref is not None else None,
         meta=meta,
+        kl=np.concatenate(kl_parts) if reference is not None else None,
+        reference_scores=reference_scores,
     )
+
+
+def _check_lockstep(source: LogitsSource, reference: LogitsSource) -> None:
+    """A lockstep reference must see the same windows and vocabulary as ``source``."""
+    same = "KL divergence needs models with the same vocabulary and tokenizer"
+    if reference.bos_token() != source.bos_token():
+        raise UsageError(
+            f"the reference's BOS token is {reference.bos_token()} and the model's "
+            f"{source.bos_token()}: {same}"
+        )
+    if reference.n_vocab != source.n_vocab:
+        raise UsageError(
+            f"the reference has a vocabulary of {reference.n_vocab} tokens and the model "
+            f"{source.n_vocab}: {same}"
+        )
 
 
 def load_corpus(path: str | Path, max_chars: int | None = None) -> str:

@@ -106,6 +106,8 @@ def run_quant_study(
     Raises:
         UsageError: not a GGUF, an unknown or unsupported type, no corpus, bad options.
     """
+    import numpy as np
+
     from meltbench.accuracy.divergence import compare
     from meltbench.accuracy.perplexity import corpus_sha256, load_corpus
     from meltbench.accuracy.reference import Reference
@@ -140,32 +142,30 @@ def run_quant_study(
         say(f"making {name} from {src.name}")
         variants.append((name, cached_variant(src, name, options.threads)))
 
-    say(f"scoring the source ({src_info.quant}) as the reference")
-    source = open_source(str(src), "llama.cpp", ctx=options.ctx, threads=options.threads)
-    try:
-        src_scores = score_model(source, text, options, on_window=on_window)
-        meta = {
-            **source.describe(),
-            "model": str(src),
-            "ctx": options.ctx,
-            "stride": options.stride,
-            "k": options.k,
-            "corpus": options.corpus,
-            "corpus_sha256": sha,
-            "corpus_chars": len(text),
-        }
-    finally:
-        source.close()
-    reference = Reference.from_scores(src_scores, meta)
-    src_scores.ref_logprobs = src_scores.topk_logprobs  # the source against itself
-    study.reference_note = (
-        f"reference: {src.name} ({src_info.quant}), perplexity {reference.perplexity:.3f} "
-        f"over {int(src_scores.n_scored)} tokens"
-    )
-
     from meltbench.results.store import ResultStore
 
     store = ResultStore(Path(db)) if db is not None else None
+    # The source stays open as the lockstep reference of every variant: each window is
+    # scored by both, which gives the full-vocabulary KL without storing logits.
+    say(f"loading the source ({src_info.quant}) as the reference")
+    ref_source = open_source(
+        str(src),
+        "llama.cpp",
+        ctx=options.ctx,
+        threads=options.threads,
+        options=dict(options.engine_options) or None,
+    )
+    meta = {
+        **ref_source.describe(),
+        "model": str(src),
+        "ctx": options.ctx,
+        "stride": options.stride,
+        "k": options.k,
+        "corpus": options.corpus,
+        "corpus_sha256": sha,
+        "corpus_chars": len(text),
+    }
+    reference = None
     try:
         for quant, path in variants:
             info = cached_gguf_info(path)
@@ -173,17 +173,33 @@ def run_quant_study(
             say(f"{quant}: speed run")
             prepared = prepare(build_spec(model=str(path), **bench))
             result = execute_or_raise(prepared)
-            if quant == variants[0][0] and path == src:
-                scores = src_scores
+            if path == src:  # the reference against itself: KL 0, no second pass
+                say(f"{quant}: scoring the source as the reference")
+                scores = score_model(ref_source, text, options, on_window=on_window)
+                scores.ref_logprobs = scores.topk_logprobs
+                scores.kl = np.zeros(int(scores.n_scored), dtype=np.float64)
+                reference = Reference.from_scores(scores, meta)
+                study.reference_note = (
+                    f"reference: {src.name} ({src_info.quant}), perplexity "
+                    f"{reference.perplexity:.3f} over {int(scores.n_scored)} tokens; KL over "
+                    "the full vocabulary, each window scored by both models"
+                )
             else:
-                say(f"{quant}: scoring against the reference")
-                cand = open_source(str(path), "llama.cpp", ctx=options.ctx, threads=options.threads)
+                say(f"{quant}: scoring in lockstep with the reference")
+                cand = open_source(
+                    str(path),
+                    "llama.cpp",
+                    ctx=options.ctx,
+                    threads=options.threads,
+                    options=dict(options.engine_options) or None,
+                )
                 try:
                     scores = score_model(
-                        cand, text, options, ref_topk_ids=reference.topk_ids, on_window=on_window
+                        cand, text, options, reference=ref_source, on_window=on_window
                     )
                 finally:
                     cand.close()
+            assert reference is not None  # variants[0] is the source
             comparison = compare(reference, scores)
             for name, value in accuracy_metrics(scores, comparison).items():
                 result.metrics[name] = summarize([value])
@@ -205,6 +221,7 @@ def run_quant_study(
                 store.save(result)
             study.rows.append(StudyRow(quant, path, note, result, is_source=path == src))
     finally:
+        ref_source.close()
         if store is not None:
             store.close()
 

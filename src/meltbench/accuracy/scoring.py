@@ -81,7 +81,15 @@ def _as_float(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64)
 
 
-def reduce_rows(logits: Any, next_tokens: Any, k: int, ref_ids: Any = None) -> RowScores:
+def reduce_rows(
+    logits: Any,
+    next_tokens: Any,
+    k: int,
+    ref_ids: Any = None,
+    *,
+    keep_logprobs: bool = False,
+    ref_full: Any = None,
+) -> RowScores:
     """Reduce ``n`` rows of logits to their nll, top-k and reference log-probabilities.
 
     Args:
@@ -92,12 +100,19 @@ def reduce_rows(logits: Any, next_tokens: Any, k: int, ref_ids: Any = None) -> R
         k: how many top tokens to keep, ``>= 1``; clipped to ``V``.
         ref_ids: optional int array ``(n, k_ref)`` of ids whose log-probabilities to
             gather (a reference model's top-k at the same positions).
+        keep_logprobs: also return every row's full log-softmax (float32 ``(n, V)``,
+            ``n x V x 4`` bytes: the reference side of a lockstep comparison).
+        ref_full: optional float32/float64 ``(n, V)``: a reference model's full
+            log-probabilities at the same positions; each row's full-vocabulary
+            ``KL(P_ref || Q) = sum_v p_v (log p_v - log q_v)`` (nats; terms with
+            ``p_v = 0`` are 0) is returned as ``kl``. Computed in float64.
 
     Returns:
         :class:`RowScores` with ``nll`` float64 ``(n,)`` (nats, ``-logprob[next]``),
         ``topk_ids`` int32 ``(n, min(k, V))`` most likely first (ties: lower id first),
-        ``topk_logprobs`` float32 ``(n, min(k, V))`` (nats, descending) and
-        ``ref_logprobs`` float32 ``(n, k_ref)`` or None.
+        ``topk_logprobs`` float32 ``(n, min(k, V))`` (nats, descending),
+        ``ref_logprobs`` float32 ``(n, k_ref)`` or None, ``logprobs`` (with
+        ``keep_logprobs``) and ``kl`` float64 ``(n,)`` (with ``ref_full``) or None.
 
     Raises:
         ValueError: wrong shapes, ``k < 1``, a token id outside ``[0, V)``, or a row
@@ -129,8 +144,18 @@ def reduce_rows(logits: Any, next_tokens: Any, k: int, ref_ids: Any = None) -> R
                 "(the reference has a larger vocabulary)"
             )
         ref = ref.astype(np.int64, copy=False)
+    full = None
+    if ref_full is not None:
+        full = np.asarray(ref_full)
+        if full.shape != (n, v):
+            raise ValueError(
+                f"ref_full must have shape ({n}, {v}), got {full.shape}: the reference "
+                "has another vocabulary size"
+            )
 
     nll = np.empty(n, dtype=np.float64)
+    logprobs = np.empty((n, v), dtype=np.float32) if keep_logprobs else None
+    kl = None if full is None else np.empty(n, dtype=np.float64)
     topk_ids = np.empty((n, k), dtype=np.int32)
     topk_logprobs = np.empty((n, k), dtype=np.float32)
     ref_logprobs = None if ref is None else np.empty(ref.shape, dtype=np.float32)
@@ -159,6 +184,33 @@ def reduce_rows(logits: Any, next_tokens: Any, k: int, ref_ids: Any = None) -> R
         if ref is not None and ref_logprobs is not None:
             got = np.take_along_axis(x, ref[lo:hi], axis=1).astype(np.float64)
             ref_logprobs[lo:hi] = got - lse[:, None]
+        if logprobs is not None or kl is not None:
+            lq = np.subtract(x, lse[:, None], dtype=np.float64)  # this model's log q
+            if logprobs is not None:
+                logprobs[lo:hi] = lq
+            if kl is not None:
+                kl[lo:hi] = _full_kl(np.asarray(full[lo:hi], dtype=np.float64), lq)
+            del lq
     return RowScores(
-        nll=nll, topk_ids=topk_ids, topk_logprobs=topk_logprobs, ref_logprobs=ref_logprobs
+        nll=nll,
+        topk_ids=topk_ids,
+        topk_logprobs=topk_logprobs,
+        ref_logprobs=ref_logprobs,
+        logprobs=logprobs,
+        kl=kl,
     )
+
+
+def _full_kl(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
+    """Row-wise ``sum_v exp(lp) (lp - lq)`` of float64 ``(n, V)`` log-probabilities.
+
+    Terms with ``p_v = 0`` (``lp = -inf``) are 0 (``0 log 0 = 0``); a ``q_v = 0`` where
+    ``p_v > 0`` gives ``+inf``, as the definition does. Rounding can make a row of two
+    nearly equal distributions slightly negative (about -1e-16): it is clipped to 0,
+    the lower limit of a divergence.
+    """
+    p = np.exp(lp)
+    with np.errstate(invalid="ignore"):
+        terms = p * (lp - lq)
+    terms[p == 0.0] = 0.0
+    return np.maximum(np.sum(terms, axis=1), 0.0)

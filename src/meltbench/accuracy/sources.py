@@ -17,6 +17,7 @@ It also holds what both sources share: :func:`check_window` and :func:`check_ref
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from meltbench.accuracy.base import LogitsSource, check_settings
@@ -46,6 +47,7 @@ def open_source(
     threads: int | None = None,
     dtype: str | None = None,
     batch: int = 128,
+    options: Mapping[str, Any] | None = None,
 ) -> LogitsSource:
     """Resolve ``model`` for ``engine`` and load it as a logits source.
 
@@ -64,11 +66,15 @@ def open_source(
             is its precision).
         batch: tokens evaluated per step; logits are held for at most ``batch``
             positions at a time (``batch x n_vocab`` float32: 128 MiB for Gemma 3).
+        options: llama.cpp only: keyword arguments for ``llama_cpp.Llama`` (``-o``:
+            ``flash_attn=true``, ``type_k=8``, ``n_gpu_layers=99``, ...), e.g. to match
+            the settings of a ``llama-perplexity`` run.
 
     Raises:
         UsageError: (one line) an engine without a logits source, its library not
-            installed, a bad ``ctx``/``threads``/``batch``/``dtype``, or a model the
-            engine cannot load (from ``resolve_model``).
+            installed, a bad ``ctx``/``threads``/``batch``/``dtype``, an option the
+            engine does not take, or a model the engine cannot load (from
+            ``resolve_model``).
     """
     if engine not in ACCURACY_ENGINES:
         raise UsageError(f"accuracy is measured with llama.cpp or transformers; got {engine!r}")
@@ -99,14 +105,23 @@ def open_source(
         resolved = resolve_model(model, formats=("gguf",))
         from meltbench.accuracy.llama_cpp import LlamaCppLogits
 
+        bad = LlamaCppLogits.invalid_options(options or {})
+        if bad:
+            raise UsageError(bad)
         return LlamaCppLogits(
             resolved.path,  # type: ignore[arg-type]
             ctx=ctx,
             threads=threads,
             batch=batch,
             info=resolved.info,
+            options=options,
         )
 
+    if options:
+        raise UsageError(
+            f"-o {', '.join(sorted(options))}: engine options apply to llama.cpp's logits "
+            "source only; drop them for --engine transformers"
+        )
     dtype = dtype or "float32"
     if dtype not in engine_cls.dtypes:
         allowed = ", ".join(sorted(engine_cls.dtypes))

@@ -44,6 +44,7 @@ from typing import Any
 from meltbench.accuracy.base import (
     LogitsSource,
     RowScores,
+    check_ref_full,
     check_ref_ids,
     check_settings,
     check_window,
@@ -188,13 +189,16 @@ class TransformersLogits(LogitsSource):
         first: int,
         k: int,
         ref_ids: Any = None,
+        *,
+        keep_logprobs: bool = False,
+        ref_full: Any = None,
     ) -> RowScores:
         """Score positions ``first .. len(tokens) - 2`` of one window (see
         :meth:`LogitsSource.score`), from an empty cache.
 
         Raises:
             ValueError: a window longer than ``n_ctx`` (or shorter than 2), ``first`` out
-                of range, ``k < 1``, or ``ref_ids`` of the wrong shape.
+                of range, ``k < 1``, or ``ref_ids``/``ref_full`` of the wrong shape.
         """
         import numpy as np
         import transformers
@@ -206,6 +210,7 @@ class TransformersLogits(LogitsSource):
         window = check_window(tokens, first, k, self.n_ctx)
         n = len(window)
         ref = check_ref_ids(ref_ids, n - 1 - first)
+        full = check_ref_full(ref_full, n - 1 - first, self.n_vocab)
         nxt = np.asarray(window, dtype=np.int64)
         torch = self._torch
         step = self.batch if self._chunked else n
@@ -229,8 +234,25 @@ class TransformersLogits(LogitsSource):
                 rows = out.logits[0, : hi - lo].float().cpu().numpy()
                 del out
                 ref_part = None if ref is None else ref[lo - first : hi - first]
-                parts.append(reduce_rows(rows, nxt[lo + 1 : hi + 1], k, ref_part))
-        return concat_rows(parts, k, self.n_vocab, None if ref is None else ref.shape[1])
+                full_part = None if full is None else full[lo - first : hi - first]
+                parts.append(
+                    reduce_rows(
+                        rows,
+                        nxt[lo + 1 : hi + 1],
+                        k,
+                        ref_part,
+                        keep_logprobs=keep_logprobs,
+                        ref_full=full_part,
+                    )
+                )
+        return concat_rows(
+            parts,
+            k,
+            self.n_vocab,
+            None if ref is None else ref.shape[1],
+            keep_logprobs=keep_logprobs,
+            kl=full is not None,
+        )
 
     # -- facts and cleanup -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from meltbench.cli.common import add_db_arguments, db_from_args, stdout_console
+from meltbench.parameters import parse_engine_option
 
 __all__ = ["COMMANDS"]
 
@@ -27,8 +28,23 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stride", type=int, help="window step, tokens (default ctx/2: each token sees >= ctx/2)"
     )
-    p.add_argument("--top-k", type=int, default=32, help="top-k kept per position (default 32)")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=32,
+        help="top-k kept per position for a saved reference and the KL bound (default 32)",
+    )
     p.add_argument("-t", "--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "-o",
+        "--engine-opt",
+        dest="engine_options",
+        type=parse_engine_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="llama.cpp option for the model and the reference, repeatable (llama_cpp.Llama "
+        "keywords: flash_attn=true, type_k=8, n_gpu_layers=99, ...)",
+    )
 
 
 def _eval_options(args: argparse.Namespace, **extra: Any) -> Any:
@@ -44,6 +60,7 @@ def _eval_options(args: argparse.Namespace, **extra: Any) -> Any:
         stride=args.stride if args.stride is not None else max(args.ctx // 2, 1),
         k=args.top_k,
         threads=args.threads,
+        engine_options=tuple(args.engine_options or ()),
         **extra,
     )
 

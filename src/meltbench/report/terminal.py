@@ -412,6 +412,8 @@ _ACCURACY_ROWS = (
     ("kl_median_nats", "KL divergence median (nats)", ".5f"),
     ("kl_p99_nats", "KL divergence p99 (nats)", ".5f"),
     ("kl_max_nats", "KL divergence max (nats)", ".5f"),
+    ("kl_topk_bound_mean_nats", "KL top-k lower bound mean (nats)", ".5f"),
+    ("ref_topk_mass_mean", "reference top-k mass mean", ".2%"),
     ("top1_agreement", "top-1 agreement", ".4%"),
 )
 
@@ -444,8 +446,7 @@ def print_eval(result: RunResult, console: Console) -> None:
     if ref:
         console.print(
             f"reference: {ref.get('model')} ({ref.get('quant') or ref.get('engine') or ''}), "
-            f"perplexity {ref.get('perplexity', 0):.4f}; KL over the reference's top-"
-            f"{ref.get('k')} tokens + the rest (a lower bound of the full KL)",
+            f"perplexity {ref.get('perplexity', 0):.4f}; KL: {acc.get('kl_method', '')}",
             highlight=False,
         )
     if acc.get("saved_reference"):
