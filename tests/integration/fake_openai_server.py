@@ -1,9 +1,11 @@
 """A tiny OpenAI-compatible server that can misbehave on purpose (standard library only).
 
 Started in a thread on 127.0.0.1 (port 0: the kernel picks a free one) by the openai
-engine's tests. It serves ``GET /v1/models``, ``POST /v1/completions`` (streamed or not)
-and ``POST /tokenize`` (a whitespace tokenizer that adds one BOS token), records every
-request, and answers streamed completions according to ``mode``:
+engine's tests. It serves ``GET /v1/models``, ``POST /v1/completions`` and ``POST
+/v1/chat/completions`` (streamed or not; a chat prompt costs :data:`CHAT_OVERHEAD` tokens
+more than its words, like a chat template) and ``POST /tokenize`` (a whitespace tokenizer
+that adds one BOS token), records every request, and answers streamed completions
+according to ``mode``:
 
 - ``ok``: ``max_tokens`` tokens (text ``" w{i}"``), ``tokens_per_chunk`` per chunk, then a
   chunk with ``finish_reason: "length"``, a usage chunk (if asked for and ``send_usage``)
@@ -30,6 +32,8 @@ from typing import Any
 __all__ = ["FakeOpenAIServer"]
 
 MODES = ("ok", "http_500", "bad_json", "close_mid_stream", "stop_early", "hang")
+#: tokens a chat prompt costs beyond its words (BOS and a template's markers).
+CHAT_OVERHEAD = 5
 
 
 class FakeOpenAIServer:
@@ -204,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/tokenize" and self.fake.tokenize and isinstance(body, dict):
             text = str(body.get("content", ""))
             self._json(200, {"tokens": [1] + [100 + i for i, _ in enumerate(_words(text))]})
-        elif self.path == "/v1/completions" and isinstance(body, dict):
+        elif self.path in ("/v1/completions", "/v1/chat/completions") and isinstance(body, dict):
             try:
                 self._completion(body)
             except OSError:  # the client went away (after a fault it noticed): fine
@@ -212,10 +216,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"no route {self.path}", "not_found")
 
+    @staticmethod
+    def _choice(chat: bool, text: str, reason: str | None, final: bool = False) -> dict[str, Any]:
+        """A completion choice (``text``) or a chat one (``delta``, or ``message`` when not
+        streamed)."""
+        if not chat:
+            return {"index": 0, "text": text, "finish_reason": reason}
+        key = "message" if final else "delta"
+        return {"index": 0, key: {"role": "assistant", "content": text}, "finish_reason": reason}
+
     def _completion(self, body: dict[str, Any]) -> None:
         fake = self.fake
+        chat = self.path.endswith("/chat/completions")
         prompt = body.get("prompt")
-        if isinstance(prompt, list):
+        if chat:
+            n_prompt = CHAT_OVERHEAD + len(_words(str(body["messages"][-1]["content"])))
+        elif isinstance(prompt, list):
             if not fake.accept_token_prompts:
                 self._error(500, "Input should be a valid string", "internal_server_error")
                 return
@@ -224,19 +240,16 @@ class _Handler(BaseHTTPRequestHandler):
             n_prompt = 1 + len(_words(str(prompt)))
         n_gen = int(body.get("max_tokens") or 16)
         if not body.get("stream"):
-            usage = {"prompt_tokens": n_prompt, "completion_tokens": n_gen}
-            choice = {"index": 0, "text": " w" * n_gen, "finish_reason": "length"}
-            self._json(
-                200,
-                {
-                    "id": "cmpl-fake",
-                    "object": "text_completion",
-                    "created": 0,
-                    "model": fake.model,
-                    "choices": [choice],
-                    "usage": usage,
-                },
-            )
+            answer: dict[str, Any] = {
+                "id": "cmpl-fake",
+                "object": "chat.completion" if chat else "text_completion",
+                "created": 0,
+                "model": fake.model,
+                "choices": [self._choice(chat, " w" * n_gen, "length", final=True)],
+            }
+            if fake.send_usage:
+                answer["usage"] = {"prompt_tokens": n_prompt, "completion_tokens": n_gen}
+            self._json(200, answer)
             return
         mode = fake.mode
         if mode == "hang":
@@ -253,11 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
         while produced < min(limit, n_gen):
             k = min(fake.tokens_per_chunk, min(limit, n_gen) - produced)
             ids = list(range(500 + produced, 500 + produced + k))
-            choice: dict[str, Any] = {
-                "index": 0,
-                "text": "".join(f" w{i}" for i in ids),
-                "finish_reason": None,
-            }
+            choice = self._choice(chat, "".join(f" w{i}" for i in ids), None)
             if fake.send_ids:
                 choice["token_ids"] = ids
             self._event(
@@ -281,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         reason = "stop" if mode == "stop_early" else "length"
-        final = {"index": 0, "text": "", "finish_reason": reason}
+        final = self._choice(chat, "", reason)
         self._event(
             {
                 "id": "cmpl-fake",

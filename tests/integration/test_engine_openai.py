@@ -150,7 +150,10 @@ def test_real_server_run_has_every_metric(llama_server, key, tmp_path):
         assert len(rep.token_ns) == 8
         # llama-cpp-python's server sends one token per chunk and no usage in streams
         assert rep.tokens == list(range(8))
-        assert rep.counters == {"chunks": 8.0, "yielded": 8.0}
+        counters = dict(rep.counters)
+        # the server runs on this machine: its memory is read after each request
+        assert counters.pop("server_peak_rss_bytes") >= counters.pop("server_rss_bytes") > 1e8
+        assert counters == {"chunks": 8.0, "yielded": 8.0}
     expected = [decode_tps(r.token_ns) for r in timed]
     assert m["decode_tps"].samples == pytest.approx(expected, rel=1e-12)
     engine = result.engine
@@ -237,8 +240,12 @@ def test_fake_server_request_shape_and_usage_counters(no_key):
     assert result.engine["prompt_mode"] == "tokens"
     assert result.engine["n_vocab"] == 1000 and result.engine["n_vocab_source"] == "server"
     assert result.engine["server_meta"] == {"fake-model": {"n_vocab": 1000, "n_ctx_train": 512}}
+    # the fake listens on loopback in this process: found by its port, its memory read
+    assert result.engine["server_process"]["pid"] == os.getpid()
     for rep in result.repetitions:
-        assert rep.counters == {
+        counters = dict(rep.counters)
+        assert counters.pop("server_peak_rss_bytes") >= counters.pop("server_rss_bytes") > 0
+        assert counters == {
             "chunks": 8.0,
             "yielded": 8.0,
             "prompt_tokens": 16.0,
@@ -316,7 +323,7 @@ def test_forced_token_prompts_on_a_text_only_server(no_key):
 
 
 def test_n_vocab_option_when_the_server_reports_none(no_key):
-    with FakeOpenAIServer(n_vocab=None, tokenize=False) as fake:
+    with FakeOpenAIServer(n_vocab=None, tokenize=False, send_usage=False) as fake:
         failed = meltbench.run(engine="openai", endpoint=fake.url, model="fake-model", **SMALL)
         result = meltbench.run(
             engine="openai", endpoint=fake.url, model="fake-model",
@@ -324,13 +331,69 @@ def test_n_vocab_option_when_the_server_reports_none(no_key):
         )  # fmt: skip
     assert failed.status == "failed"
     assert failed.failure == (
-        f"EndpointError: cannot build prompts for {fake.url}: it reports no vocabulary size "
-        "for token-id prompts (pass -o n_vocab=N), and it has no tokenizer route "
-        "(/extras/tokenize or /tokenize) for text prompts of an exact length"
+        f"EndpointError: cannot build prompts of an exact length for {fake.url}: it reports "
+        "no vocabulary size for token-id prompts (pass -o n_vocab=N), it has no tokenizer "
+        "route (/extras/tokenize or /tokenize) and reports no usage.prompt_tokens; pass the "
+        "model's tokenizer with -o tokenizer=PATH (a .gguf file or a Hugging Face folder)"
     )
     assert result.ok, result.failure
     assert result.engine["n_vocab_source"] == "option"
     assert all(0 <= t < 50 for b in fake.completions(stream=True) for t in b["prompt"])
+
+
+def test_text_prompts_counted_by_the_servers_usage(no_key):
+    """No token ids, no tokenizer route (Ollama, cloud APIs): usage.prompt_tokens counts."""
+    with FakeOpenAIServer(n_vocab=None, tokenize=False) as fake:
+        result = meltbench.run(engine="openai", endpoint=fake.url, model="fake-model", **SMALL)
+    assert result.ok, result.failure
+    assert result.engine["prompt_mode"] == "text"
+    assert result.engine["prompt_counted_by"] == "usage"
+    assert result.engine["text_overhead_tokens"] == 1  # the fake's BOS
+    for body in fake.completions(stream=True):
+        assert len(body["prompt"].split()) == SMALL["n_prompt"] - 1
+    assert all(r.counters["prompt_tokens"] == SMALL["n_prompt"] for r in result.repetitions)
+
+
+def test_chat_completions_with_streamed_usage(no_key):
+    from tests.integration.fake_openai_server import CHAT_OVERHEAD
+
+    with FakeOpenAIServer() as fake:
+        result = meltbench.run(
+            engine="openai", endpoint=fake.url, model="fake-model",
+            engine_options={"api": "chat"}, **SMALL,
+        )  # fmt: skip
+    assert result.ok, result.failure
+    assert result.engine["api"] == "chat" and result.engine["prompt_counted_by"] == "usage"
+    assert result.engine["text_overhead_tokens"] == CHAT_OVERHEAD
+    chats = [b for _, path, _, b in fake.requests if path == "/v1/chat/completions"]
+    streamed = [b for b in chats if b.get("stream")]
+    assert len(streamed) == 3 and not [b for _, p, _, b in fake.requests if p == "/v1/completions"]
+    for body in streamed:
+        (message,) = body["messages"]
+        assert message["role"] == "user"
+        assert len(message["content"].split()) == SMALL["n_prompt"] - CHAT_OVERHEAD
+        assert body["stream_options"] == {"include_usage": True}
+    for rep in result.repetitions:
+        assert rep.counters["chunks"] == 8 and rep.counters["prompt_tokens"] == 16
+    assert result.metrics["decode_tps"].n == 2
+
+
+def test_client_side_gguf_tokenizer_counts_and_bans_eos(no_key):
+    """A server without token ids or a tokenizer route: the model's own GGUF counts."""
+    gguf = gemma_path()
+    with FakeOpenAIServer(n_vocab=None, tokenize=False, accept_token_prompts=False) as fake:
+        result = meltbench.run(
+            engine="openai", endpoint=fake.url, model="fake-model",
+            engine_options={"tokenizer": gguf}, **SMALL,
+        )  # fmt: skip
+    assert result.ok, result.failure
+    assert result.engine["prompt_counted_by"] == "client"
+    assert result.engine["client_tokenizer"]["library"] == "llama.cpp"
+    assert result.engine["n_vocab"] == 262144 and result.engine["n_vocab_source"] == "tokenizer"
+    for body in fake.completions(stream=True):
+        # Gemma 3's <eos> (1) and <end_of_turn> (106): never sampled
+        assert body["logit_bias"] == {"1": -100, "106": -100}
+        assert len(body["prompt"].split()) == SMALL["n_prompt"] - 1  # + BOS
 
 
 @pytest.mark.parametrize(
@@ -455,8 +518,8 @@ def test_http_500_through_the_cli_exits_1(no_key):
         ),
         (
             ["--endpoint", "http://127.0.0.1:1/v1", "-o", "flash_attn=true"],
-            "engine 'openai' has no option flash_attn; allowed: api_key_env, ignore_eos, "
-            "include_usage, n_vocab, prompt, timeout_s",
+            "engine 'openai' has no option flash_attn; allowed: api, api_key_env, ignore_eos, "
+            "include_usage, n_vocab, prompt, timeout_s, tokenizer",
         ),
     ],
 )

@@ -27,20 +27,22 @@ Prompts, exactly ``n_prompt`` tokens (option ``prompt``):
 - ``tokens``: the worker's synthetic ids, sent as a token array (``prompt=[ids]``;
   llama.cpp's server, vLLM and OpenAI's API accept them). Needs the vocabulary size:
   option ``n_vocab``, else ``meta.n_vocab`` of the served model in ``GET /models``
-  (llama.cpp's server reports it); otherwise the load fails asking for ``-o n_vocab=N``.
-  The count is checked against ``usage.prompt_tokens`` when the server reports it: fewer
-  tokens (a truncated prompt) fails the run, more (a server that adds BOS) are kept and
-  visible in the counters.
-- ``text``: for servers without token-array prompts (llama-cpp-python's server answers
-  HTTP 500 to them). Each synthetic id picks one word of :data:`WORDS` (``id % 64``);
-  the words are joined by spaces. At load the server's tokenizer (``POST
-  /extras/tokenize``, llama-cpp-python; or ``POST /tokenize``, llama.cpp and vLLM) must
-  read every word as one token; it also gives the fixed overhead (BOS), so the text has
-  ``n_prompt - overhead`` words. After every request's last token (outside the timed
-  span) the exact text sent is tokenized again and a count other than ``n_prompt`` fails
-  the run: never a silently different prompt length.
+  (llama.cpp's server), else the client-side tokenizer's. The count is checked against
+  ``usage.prompt_tokens``: fewer tokens (a truncated prompt) fails the run, more (a
+  server that adds BOS) are kept and visible in the counters.
+- ``text``: words of :data:`~meltbench.engines.openai_prompts.WORDS`, one token each,
+  counted by the server's tokenizer route, else the model's tokenizer on the client
+  (``-o tokenizer=PATH``: a GGUF or a Hugging Face folder; by default the served model
+  name when it is a local path, as with mlx-lm's server), else the server's
+  ``usage.prompt_tokens`` (:mod:`meltbench.engines.openai_prompts`). Every request is
+  checked after its last token (untimed): by the counter, and against the server's
+  ``usage.prompt_tokens``, which must be ``n_prompt`` exactly.
 - ``auto`` (default): ``tokens`` when the vocabulary size is known and the server accepts
-  a token-array probe (a 400/422/500 answer means it does not), else ``text``.
+  a token-array probe (a 400/404/422/500 answer means it does not), else ``text``.
+
+``-o api=chat`` sends ``/v1/chat/completions`` instead (one user message; the only route
+many cloud APIs serve): text prompts whose chat-template overhead is measured from the
+server's ``usage.prompt_tokens`` at load, and checked on every streamed usage chunk.
 
 Server-side prompt caches (llama.cpp's ``cache_prompt``, llama-cpp-python's prefix
 reuse, vLLM's prefix caching) would skip the prefill of a repeated prompt. Each request
@@ -48,13 +50,17 @@ therefore starts with 4 fresh random tokens (words in text mode) drawn in :meth:
 from an unseeded generator, so no two requests, even of two runs, share a prefix; the
 token count is unchanged.
 
-End of sequence: by default the body also carries ``ignore_eos: true`` (llama.cpp, vLLM)
-and ``min_tokens: n_gen`` (vLLM, llama-cpp-python); ``-o ignore_eos=false`` drops both
-for APIs that reject unknown fields. A server that still stops before ``n_gen`` tokens
-fails the run (llama-cpp-python's ``min_tokens`` bans only the EOS token, not other
-end-of-generation tokens such as Gemma's ``<end_of_turn>``).
-``stream_options: {"include_usage": true}`` asks for the token counts
-(``-o include_usage=false`` drops it).
+End of sequence: by default the body carries ``ignore_eos: true`` (llama.cpp, vLLM),
+``min_tokens: n_gen`` (vLLM, llama-cpp-python) and, when the client-side tokenizer knows
+the end-of-generation ids, ``logit_bias`` -100 for them (mlx-lm's server honours only
+that); ``-o ignore_eos=false`` drops all three. A server that still stops before
+``n_gen`` tokens fails the run. ``stream_options: {"include_usage": true}`` asks for the
+token counts (``-o include_usage=false`` drops it).
+
+Memory: the worker's peak RSS is the *client's*. When the server listens on this
+machine (a loopback endpoint), its process is found by its listening port and
+``server_rss_bytes`` and ``server_peak_rss_bytes`` (``VmHWM``, since the server started)
+are read after every request (:func:`~meltbench.engines.openai_http.local_server_memory`).
 
 What :meth:`stream` yields: a chunk may carry several tokens (llama-cpp-python holds back
 incomplete UTF-8, servers batch under load). When a chunk carries the token ids
@@ -65,28 +71,14 @@ closing ``finish_reason`` chunk with empty text and the usage-only chunk are not
 The metrics then count chunks: :meth:`counters` gives ``chunks`` and the server's
 ``completion_tokens``, so a mismatch is visible in every repetition.
 
-Counters per request (counted at the client or reported by the server, never invented):
-``chunks`` (output chunks received), ``yielded`` (tokens yielded), ``prompt_tokens`` and
-``completion_tokens`` (``usage``, when reported), ``server_prompt_n``, ``server_prompt_ms``,
-``server_predicted_n``, ``server_predicted_ms`` (llama.cpp's ``timings``, when present).
-They are deliberately not named like llama.cpp's perf counters, so no fidelity ratio
-compares the client's view with the server's own clock.
+Counters per request: :func:`~meltbench.engines.openai_http.request_counters`, plus the
+server's memory. They are deliberately not named like llama.cpp's perf counters, so no
+fidelity ratio compares the client's view with the server's own clock.
 
 ``--n-depth`` is not supported: an HTTP server keeps no KV cache that the client
 controls between requests, and a longer prompt would be timed. :meth:`extend` raises.
 
-Options (``-o KEY=VALUE``):
-
-======================  ==============  ===============================================
-``api_key_env``         OPENAI_API_KEY  environment variable holding the API key (sent
-                                        as a bearer token; ``sk-no-key`` when unset). The
-                                        key is never stored nor shown.
-``n_vocab``             from server     vocabulary size for synthetic token ids
-``timeout_s``           120             seconds for connect, and between two reads
-``prompt``              auto            ``auto``, ``tokens`` or ``text`` (see above)
-``ignore_eos``          true            send ``ignore_eos`` and ``min_tokens``
-``include_usage``       true            send ``stream_options.include_usage``
-======================  ==============  ===============================================
+Options (``-o KEY=VALUE``): :mod:`meltbench.engines.openai_options`.
 
 Errors become :class:`EndpointError` with a one-line message (the worker stores it as the
 failed run's cause): connection refused, timeout, HTTP status with the server's message,
@@ -98,7 +90,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,37 +97,47 @@ from urllib.parse import urlsplit
 from meltbench.engines.base import Engine, EngineSettings, ModelHandle
 from meltbench.engines.openai_http import (
     EndpointError,
+    StreamTally,
     _as_bool,
-    _choice_ids,
     _one_line,
     describe_error,
+    local_server_memory,
     redact_url,
+    request_counters,
     server_root,
     status_message,
+)
+from meltbench.engines.openai_options import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_TIMEOUT_S,
+    OPTIONS,
+    check_options,
+)
+from meltbench.engines.openai_prompts import (
+    TOKENIZE_ROUTES,
+    WORDS,
+    ClientTokenizer,
+    PromptTokenizer,
+    ServerTokenizer,
+    UsageTokenizer,
+    calibrate_words,
+    check_text_prompt,
+    choose_counter,
+    open_client_tokenizer,
+    words_text,
 )
 
 __all__ = ["WORDS", "OpenAIEngine"]
 
-#: Common English words that the usual tokenizers (Gemma, Llama, GPT, Qwen) read as one
-#: token each; text prompts are made of them (checked against the server at load).
-WORDS: tuple[str, ...] = (
-    "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with",
-    "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which",
-    "but", "have", "an", "had", "they", "you", "were", "their", "one", "all", "we",
-    "can", "her", "has", "there", "been", "if", "more", "when", "will", "would", "who",
-    "so", "no", "time", "year", "people", "way", "day", "man", "new", "first", "world",
-    "life", "work", "school", "house", "water", "city", "music",
-)  # fmt: skip
-
-DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 #: sent when the key variable is unset (local servers without authentication).
 PLACEHOLDER_API_KEY = "sk-no-key"
-DEFAULT_TIMEOUT_S = 120.0
-PROMPT_MODES = ("auto", "tokens", "text")
 #: leading tokens replaced by fresh random ones per request (defeats prefix caches).
 NONCE_TOKENS = 4
 #: HTTP statuses of a token-array probe that mean "this server wants text prompts".
-_REJECTS_TOKENS = frozenset({400, 422, 500})
+#: (mlx-lm's server answers 404 with a tokenizer type error.)
+_REJECTS_TOKENS = frozenset({400, 404, 422, 500})
+#: OpenAI's lowest logit_bias: the token is never sampled.
+_BAN = -100
 
 
 class OpenAIEngine(Engine):
@@ -150,9 +151,7 @@ class OpenAIEngine(Engine):
     dtypes = frozenset()
     supports_profile = False
     supports_depth = False
-    allowed_options = frozenset(
-        {"api_key_env", "n_vocab", "timeout_s", "prompt", "ignore_eos", "include_usage"}
-    )
+    allowed_options = OPTIONS
 
     def __init__(self, settings: EngineSettings) -> None:
         import openai  # noqa: F401 - here, not in load: load_ms times the server, not the import
@@ -166,6 +165,11 @@ class OpenAIEngine(Engine):
         self._mode_option = str(opts.get("prompt", "auto"))
         self._ignore_eos = _as_bool(opts.get("ignore_eos", True)) is not False
         self._include_usage = _as_bool(opts.get("include_usage", True)) is not False
+        self._api = str(opts.get("api", "completions"))
+        self._tokenizer_option = opts.get("tokenizer")
+        self._client_tok: ClientTokenizer | None = None
+        self._prompt_counter: PromptTokenizer | None = None
+        self._server_memory: dict[str, Any] | None = None
         self._client: Any = None
         self._secret: str = ""
         self._ref = ""
@@ -207,27 +211,7 @@ class OpenAIEngine(Engine):
             return f"--endpoint has an invalid port: {redact_url(settings.endpoint)!r}"
         if settings.device not in (None, "remote"):
             return "the openai engine runs on the server; drop --device"
-        return cls._check_options(settings.options)
-
-    @staticmethod
-    def _check_options(opts: dict[str, Any]) -> str | None:
-        key_env = opts.get("api_key_env", DEFAULT_API_KEY_ENV)
-        if not isinstance(key_env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key_env):
-            return "option api_key_env must name an environment variable, e.g. OPENAI_API_KEY"
-        n_vocab = opts.get("n_vocab")
-        if n_vocab is not None and (
-            isinstance(n_vocab, bool) or not isinstance(n_vocab, int) or n_vocab < 1
-        ):
-            return f"option n_vocab must be a positive integer, got {n_vocab!r}"
-        timeout = opts.get("timeout_s", DEFAULT_TIMEOUT_S)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            return f"option timeout_s must be a positive number of seconds, got {timeout!r}"
-        if opts.get("prompt", "auto") not in PROMPT_MODES:
-            return f"option prompt must be one of {', '.join(PROMPT_MODES)}, got {opts['prompt']!r}"
-        for flag in ("ignore_eos", "include_usage"):
-            if flag in opts and _as_bool(opts[flag]) is None:
-                return f"option {flag} must be true or false, got {opts[flag]!r}"
-        return None
+        return check_options(settings.options)
 
     # ------------------------------------------------------------------------ errors
 
@@ -267,13 +251,17 @@ class OpenAIEngine(Engine):
             timeout=self._timeout_s,
         )
         self._list_models()
+        self._server_memory = local_server_memory(self._endpoint)
+        self._open_client_tokenizer()
         option = self.settings.options.get("n_vocab")
         if option is not None:
             self._n_vocab, self._n_vocab_source = int(option), "option"
+        elif self._n_vocab is None and self._client_tok is not None:
+            self._n_vocab, self._n_vocab_source = self._client_tok.n_vocab, "tokenizer"
         mode = self._mode_option
         if mode == "tokens" and self._n_vocab is None:
             raise EndpointError(self._no_vocab_message())
-        if mode in ("tokens", "auto") and self._n_vocab is not None:
+        if self._api == "completions" and mode in ("tokens", "auto") and self._n_vocab:
             try:
                 self._probe([0])
                 self._mode = "tokens"
@@ -286,6 +274,21 @@ class OpenAIEngine(Engine):
         self._calibrate_text()
         self._probe(self._text([0] * 8))
         self._mode = "text"
+
+    def _open_client_tokenizer(self) -> None:
+        """``-o tokenizer=PATH``, else the served model name when it is a local path."""
+        from pathlib import Path
+
+        spec = self._tokenizer_option
+        if spec is None and self._ref and Path(self._ref).expanduser().exists():
+            spec = self._ref  # mlx-lm's server names a model by its folder
+        if spec is None:
+            return
+        try:
+            self._client_tok = open_client_tokenizer(str(spec))
+        except ValueError as exc:
+            if self._tokenizer_option is not None:
+                raise EndpointError(str(exc)) from None
 
     def _no_vocab_message(self) -> str:
         return (
@@ -318,90 +321,117 @@ class OpenAIEngine(Engine):
         if isinstance(n_vocab, int) and not isinstance(n_vocab, bool) and n_vocab > 0:
             self._n_vocab, self._n_vocab_source = n_vocab, "server"
 
-    def _extra_body(self, n_gen: int) -> dict[str, Any] | None:
-        return {"ignore_eos": True, "min_tokens": n_gen} if self._ignore_eos else None
+    def _extra_eos(self, n_gen: int) -> dict[str, Any]:
+        """``ignore_eos``/``min_tokens``, and a ban on the tokenizer's end-of-generation
+        ids (``logit_bias``: mlx-lm's server honours only that)."""
+        if not self._ignore_eos:
+            return {}
+        body: dict[str, Any] = {"ignore_eos": True, "min_tokens": n_gen}
+        if self._client_tok is not None and self._client_tok.eos_ids:
+            body["logit_bias"] = {str(i): _BAN for i in self._client_tok.eos_ids}
+        return body
 
-    def _probe(self, prompt: list[int] | str) -> None:
-        """One non-streamed completion of 1 token (checks model name, auth, prompt kind)."""
-        url = f"{self._url}/completions"
+    def _probe(self, prompt: list[int] | str) -> Any:
+        """One non-streamed request of 1 token (checks model name, auth, prompt kind);
+        returns the answer."""
+        url = f"{self._url}/{'chat/completions' if self._api == 'chat' else 'completions'}"
+        extra = self._extra_eos(1)
+        bias = extra.pop("logit_bias", None)
         try:
-            self._client.completions.create(
+            if self._api == "chat":
+                assert isinstance(prompt, str)
+                return self._client.chat.completions.create(
+                    model=self._ref,
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=1,
+                    temperature=0,
+                    extra_body=extra or None,
+                    **({"logit_bias": bias} if bias else {}),
+                )
+            return self._client.completions.create(
                 model=self._ref,
                 prompt=prompt,
                 max_tokens=1,
                 temperature=0,
-                extra_body=self._extra_body(1),
+                extra_body=extra or None,
+                **({"logit_bias": bias} if bias else {}),
             )
         except Exception as exc:
             raise EndpointError(self._error(exc, url)) from exc
+
+    def _usage_prompt_tokens(self, text: str) -> int | None:
+        usage = getattr(self._probe(text), "usage", None)
+        n = getattr(usage, "prompt_tokens", None)
+        return n if isinstance(n, int) else None
 
     def _count_tokens(self, text: str) -> int:
-        """Tokens the server makes of ``text`` (specials such as BOS included).
+        """Tokens of ``text`` as the server sees it (specials such as BOS included).
 
         Raises:
-            EndpointError: the tokenizer route fails.
+            EndpointError: the counting tokenizer fails.
         """
-        assert self._tokenize_url is not None
-        url = redact_url(self._tokenize_url)
+        assert self._prompt_counter is not None
         try:
-            answer = self._client.post(
-                self._tokenize_url, body=self._tokenize_body(text), cast_to=object
-            )
-        except Exception as exc:
-            raise EndpointError(self._error(exc, url)) from exc
-        tokens = answer.get("tokens") if isinstance(answer, dict) else None
-        if not isinstance(tokens, list):
-            raise EndpointError(f"unexpected answer from {url} (no 'tokens' list)")
-        return len(tokens)
+            return self._prompt_counter.count(text)
+        except EndpointError:
+            raise
+        except ValueError as exc:
+            raise EndpointError(
+                f"counting prompt tokens ({self._prompt_counter.kind}): {exc}"
+            ) from None
 
-    def _tokenize_body(self, text: str) -> dict[str, Any]:
-        # llama-cpp-python reads "input"; llama.cpp "content" (+ add_special for BOS);
-        # vLLM "prompt" and "model". Each server ignores the other fields.
-        return {
-            "input": text,
-            "content": text,
-            "prompt": text,
-            "model": self._ref,
-            "add_special": True,
-        }
+    def _server_tokenizer(self, url: str) -> ServerTokenizer:
+        def post(text: str) -> Any:
+            # llama-cpp-python reads "input"; llama.cpp "content" (+ add_special for BOS);
+            # vLLM "prompt" and "model". Each server ignores the other fields.
+            body = {"input": text, "content": text, "prompt": text, "model": self._ref}
+            try:
+                return self._client.post(url, body={**body, "add_special": True}, cast_to=object)
+            except Exception as exc:
+                raise EndpointError(self._error(exc, redact_url(url))) from exc
+
+        return ServerTokenizer(post, redact_url(url))
 
     def _find_tokenizer(self) -> None:
+        """Who counts text prompts: the server's route, the client's tokenizer, usage
+        (chat: only usage, as the chat template is the server's own)."""
         import openai
 
         root = server_root(self._endpoint)
-        for path in ("/extras/tokenize", "/tokenize"):
-            self._tokenize_url = root + path
-            try:
-                self._count_tokens(WORDS[0])
-                return
-            except EndpointError as exc:
-                cause = exc.__cause__
-                if isinstance(cause, openai.APIStatusError) or cause is None:
-                    continue  # route missing (404/405) or not a tokenizer answer
-                raise
-        self._tokenize_url = None
-        why = (
-            f"it rejected token-id prompts ({self._token_probe_error})"
-            if self._token_probe_error
-            else "it reports no vocabulary size for token-id prompts (pass -o n_vocab=N)"
-        )
-        raise EndpointError(
-            f"cannot build prompts for {self._url}: {why}, and it has no tokenizer route "
-            "(/extras/tokenize or /tokenize) for text prompts of an exact length"
-        )
+        candidates: list[PromptTokenizer] = []
+        if self._api == "completions":
+            candidates += [self._server_tokenizer(root + p) for p in TOKENIZE_ROUTES]
+            candidates += [self._client_tok] if self._client_tok is not None else []
+        candidates.append(UsageTokenizer(self._usage_prompt_tokens))
+
+        def missing(counter: PromptTokenizer, exc: BaseException) -> bool:  # try the next
+            route = counter.kind == "server" and isinstance(exc.__cause__, openai.APIStatusError)
+            return isinstance(exc, ValueError) or route
+
+        self._prompt_counter = choose_counter(candidates, missing)
+        if self._prompt_counter is None:
+            why = (
+                f"it rejected token-id prompts ({self._token_probe_error})"
+                if self._token_probe_error
+                else "it reports no vocabulary size for token-id prompts (pass -o n_vocab=N)"
+            )
+            raise EndpointError(
+                f"cannot build prompts of an exact length for {self._url}: {why}, it has no "
+                f"tokenizer route ({' or '.join(TOKENIZE_ROUTES)}) and reports no "
+                "usage.prompt_tokens; pass the model's tokenizer with -o tokenizer=PATH "
+                "(a .gguf file or a Hugging Face folder)"
+            )
 
     def _calibrate_text(self) -> None:
         """Check that every word of :data:`WORDS` is one token; measure the overhead."""
         self._find_tokenizer()
-        full = self._count_tokens(" ".join(WORDS))
-        half = len(WORDS) // 2
-        part = self._count_tokens(" ".join(WORDS[:half]))
-        if full - part != len(WORDS) - half or full < len(WORDS):
+        try:
+            self._text_overhead = calibrate_words(self._count_tokens)
+        except ValueError as exc:
             raise EndpointError(
-                f"the tokenizer of {self._url} does not read meltbench's prompt words as one "
-                f"token each ({full} tokens for {len(WORDS)} words); use -o prompt=tokens"
-            )
-        self._text_overhead = full - len(WORDS)
+                f"{exc} on {self._url} (counted by the {self._prompt_counter.kind} tokenizer); "
+                "use -o prompt=tokens"
+            ) from None
 
     # ----------------------------------------------------------------------- contract
 
@@ -423,6 +453,16 @@ class OpenAIEngine(Engine):
             "prompt_mode": self._mode,
             "token_prompt_error": self._token_probe_error,
             "text_overhead_tokens": self._text_overhead if self._mode == "text" else None,
+            "api": self._api,
+            "prompt_counted_by": (
+                self._prompt_counter.kind if self._mode == "text" and self._prompt_counter else None
+            ),
+            "client_tokenizer": self._client_tok.describe() if self._client_tok else None,
+            "server_process": (
+                {k: v for k, v in self._server_memory.items() if k != "read"}
+                if self._server_memory
+                else None
+            ),
             "n_vocab": self._n_vocab,
             "n_vocab_source": self._n_vocab_source,
             "api_key_env": self._key_env,
@@ -463,7 +503,7 @@ class OpenAIEngine(Engine):
         )
 
     def _text(self, ids: Sequence[int]) -> str:
-        return " ".join(WORDS[i % len(WORDS)] for i in ids)
+        return words_text(ids)
 
     def _request_prompt(self, prompt: Sequence[int]) -> list[int] | str:
         ids = list(prompt)
@@ -495,86 +535,56 @@ class OpenAIEngine(Engine):
         self._counters = None
         body_prompt = self._request_prompt(prompt)
         n_prompt = len(prompt)
-        url = f"{self._url}/completions"
+        chat = self._api == "chat"
+        url = f"{self._url}/{'chat/completions' if chat else 'completions'}"
         kwargs: dict[str, Any] = {
             "model": self._ref,
-            "prompt": body_prompt,
             "max_tokens": n_gen,
             "temperature": 0,
             "stream": True,
         }
+        if chat:
+            kwargs["messages"] = [{"role": "user", "content": body_prompt}]
+        else:
+            kwargs["prompt"] = body_prompt
         if self._include_usage:
             kwargs["stream_options"] = {"include_usage": True}
-        extra = self._extra_body(n_gen)
+        extra = self._extra_eos(n_gen)
+        if "logit_bias" in extra:
+            kwargs["logit_bias"] = extra.pop("logit_bias")
         if extra:
             kwargs["extra_body"] = extra
-        chunks = yielded = 0
-        usage: Any = None
-        timings: Any = None
-        finish: str | None = None
-        started = False
+        create = self._client.chat.completions.create if chat else self._client.completions.create
+        tally = StreamTally(chat=chat)
         response: Any = None
         try:
-            response = self._client.completions.create(**kwargs)
-            started = True
+            response = create(**kwargs)
             for chunk in response:
-                extras = getattr(chunk, "model_extra", None) or {}
-                timings = extras.get("timings", timings)
-                usage = getattr(chunk, "usage", None) or usage
-                for choice in getattr(chunk, "choices", None) or ():
-                    text = getattr(choice, "text", None) or ""
-                    reason = getattr(choice, "finish_reason", None)
-                    ids = _choice_ids(choice)
-                    if reason is not None:
-                        finish = reason
-                    if not (text or ids or reason is None):
-                        continue
-                    chunks += 1
-                    if ids:
-                        for token in ids:
-                            yielded += 1
-                            yield token
-                    else:
-                        yielded += 1
-                        yield chunks - 1
+                yield from tally.outputs(chunk)
         except EndpointError:
             raise
         except Exception as exc:
-            got = chunks if started else None
+            got = tally.chunks if response is not None else None
             raise EndpointError(self._error(exc, url, got, n_gen)) from exc
         finally:
             if response is not None:
                 response.close()
-        self._finish(chunks, yielded, usage, timings, finish, n_prompt, n_gen, body_prompt)
+        self._finish(tally, n_prompt, n_gen, body_prompt)
 
     def _finish(
-        self,
-        chunks: int,
-        yielded: int,
-        usage: Any,
-        timings: Any,
-        finish: str | None,
-        n_prompt: int,
-        n_gen: int,
-        body_prompt: list[int] | str,
+        self, tally: StreamTally, n_prompt: int, n_gen: int, body_prompt: list[int] | str
     ) -> None:
         """Record the counters and check the request (after its last token: untimed)."""
-        counters: dict[str, float] = {"chunks": float(chunks), "yielded": float(yielded)}
+        chunks, yielded, usage, finish = tally.chunks, tally.yielded, tally.usage, tally.finish
+        counters = request_counters(chunks, yielded, usage, tally.timings)
         prompt_tokens = getattr(usage, "prompt_tokens", None) if usage is not None else None
         completion = getattr(usage, "completion_tokens", None) if usage is not None else None
-        if isinstance(prompt_tokens, int):
-            counters["prompt_tokens"] = float(prompt_tokens)
-        if isinstance(completion, int):
-            counters["completion_tokens"] = float(completion)
-        if isinstance(timings, dict):
-            for key in ("prompt_n", "prompt_ms", "predicted_n", "predicted_ms"):
-                value = timings.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    counters[f"server_{key}"] = float(value)
         self._counters = counters
+        if self._server_memory is not None:
+            counters.update(self._server_memory["read"]())
         if finish is None:
             raise EndpointError(
-                f"stream from {self._url}/completions ended without a finish_reason after "
+                f"stream from {self._url} ended without a finish_reason after "
                 f"{chunks} of {n_gen} tokens (connection closed early?)"
             )
         generated = completion if isinstance(completion, int) else yielded
@@ -584,12 +594,10 @@ class OpenAIEngine(Engine):
                 f"{finish!r}): it ignored ignore_eos/min_tokens; results would be too short"
             )
         if isinstance(body_prompt, str):
-            counted = self._count_tokens(body_prompt)
-            if counted != n_prompt:
-                raise EndpointError(
-                    f"the text prompt became {counted} tokens on the server, not {n_prompt}; "
-                    "use -o prompt=tokens with a server that accepts token ids"
-                )
+            assert self._prompt_counter is not None
+            problem = check_text_prompt(self._prompt_counter, body_prompt, prompt_tokens, n_prompt)
+            if problem:
+                raise EndpointError(f"{self._url}: {problem}")
         elif isinstance(prompt_tokens, int) and prompt_tokens < n_prompt:
             raise EndpointError(
                 f"server processed {prompt_tokens} of {n_prompt} prompt tokens (truncated? "

@@ -6,10 +6,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["EndpointError", "describe_error", "redact_url", "server_root", "status_message"]
+__all__ = [
+    "EndpointError",
+    "StreamTally",
+    "describe_error",
+    "local_server_memory",
+    "redact_url",
+    "request_counters",
+    "server_root",
+    "status_message",
+]
 
 _MAX_MESSAGE = 300
 
@@ -168,3 +178,134 @@ def describe_error(
             f"({url}): {scrub(detail)}"
         )
     return f"connection to {url} lost before an answer ({scrub(detail)}); server down?"
+
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+
+
+def _peak_rss_bytes(pid: int) -> int | None:
+    """``VmHWM`` of ``/proc/<pid>/status`` (Linux): the process's peak resident set."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def local_server_memory(endpoint: str) -> dict[str, Any] | None:
+    """The process serving ``endpoint`` when it runs on this machine, and how to read its
+    memory; None for a remote host, or when the listening process cannot be seen.
+
+    The server is the process with a listening TCP socket on the endpoint's port
+    (``psutil.net_connections``; other users' sockets need privileges on Linux and
+    macOS). The client's peak RSS says nothing about the server's, so the engine reads
+    this after every request.
+
+    Returns:
+        ``{"pid", "name", "read"}``: ``read()`` gives ``server_rss_bytes`` (now) and,
+        on Linux, ``server_peak_rss_bytes`` (``VmHWM``: the server's peak since it
+        started, model load included), bytes; ``{}`` once the process is gone.
+    """
+    import psutil
+
+    parts = urlsplit(endpoint)
+    host = (parts.hostname or "").lower()
+    if host not in _LOOPBACK:
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return None
+    pid = next(
+        (
+            c.pid
+            for c in conns
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        ),
+        None,
+    )
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        name = proc.name()
+    except psutil.Error:
+        return None
+
+    def read() -> dict[str, float]:
+        try:
+            out = {"server_rss_bytes": float(proc.memory_info().rss)}
+        except psutil.Error:
+            return {}
+        peak = _peak_rss_bytes(pid)
+        if peak is not None:  # the kernel updates VmHWM lazily: never below the RSS read
+            out["server_peak_rss_bytes"] = float(max(peak, out["server_rss_bytes"]))
+        return out
+
+    return {"pid": pid, "name": name, "read": read}
+
+
+def request_counters(chunks: int, yielded: int, usage: Any, timings: Any) -> dict[str, float]:
+    """A request's counters: ``chunks`` and ``yielded`` (counted at the client),
+    ``prompt_tokens`` and ``completion_tokens`` (the server's ``usage``, when reported),
+    ``server_prompt_n``, ``server_prompt_ms``, ``server_predicted_n``,
+    ``server_predicted_ms`` (llama.cpp's ``timings``, when present)."""
+    counters: dict[str, float] = {"chunks": float(chunks), "yielded": float(yielded)}
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = getattr(usage, key, None) if usage is not None else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            counters[key] = float(value)
+    if isinstance(timings, dict):
+        for key in ("prompt_n", "prompt_ms", "predicted_n", "predicted_ms"):
+            value = timings.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                counters[f"server_{key}"] = float(value)
+    return counters
+
+
+@dataclass
+class StreamTally:
+    """What one streamed answer has said so far (``chat``: chat-completion chunks).
+
+    Attributes:
+        chunks: chunks with output: text, token ids, or no ``finish_reason`` yet (the
+            closing ``finish_reason`` chunk with empty text and a usage-only chunk are
+            not output).
+        yielded: tokens handed out by :meth:`outputs`.
+        usage: the last ``usage`` seen (the final chunk with ``include_usage``), or None.
+        timings: llama.cpp's ``timings`` object, or None.
+        finish: the ``finish_reason``, once a chunk has one.
+    """
+
+    chat: bool = False
+    chunks: int = 0
+    yielded: int = 0
+    usage: Any = None
+    timings: Any = None
+    finish: str | None = None
+
+    def outputs(self, chunk: Any) -> list[int]:
+        """The tokens of one chunk, in order: the ids it carries (``choices[0].token_ids``,
+        vLLM's ``return_token_ids``; or ``choices[0].tokens``), else one running chunk
+        index (0, 1, 2, ...) per chunk with output; ``[]`` for a chunk without output."""
+        extras = getattr(chunk, "model_extra", None) or {}
+        self.timings = extras.get("timings", self.timings)
+        self.usage = getattr(chunk, "usage", None) or self.usage
+        out: list[int] = []
+        for choice in getattr(chunk, "choices", None) or ():
+            part = getattr(choice, "delta", None) if self.chat else choice
+            text = getattr(part, "content" if self.chat else "text", None) or ""
+            reason = getattr(choice, "finish_reason", None)
+            ids = _choice_ids(choice)
+            if reason is not None:
+                self.finish = reason
+            if not (text or ids or reason is None):
+                continue
+            self.chunks += 1
+            out.extend(ids or [self.chunks - 1])
+        self.yielded += len(out)
+        return out

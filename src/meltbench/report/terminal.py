@@ -146,18 +146,42 @@ def print_run_details(result: RunResult, console: Console) -> None:
     lines += _engine_lines(result)
     mem = result.memory
     if mem.get("peak_rss_bytes"):
+        whose = " is the client's (meltbench's worker), not the server's" if _remote(result) else ""
         lines.append(
-            f"peak RSS {format_bytes(mem['peak_rss_bytes'])} (kernel VmHWM "
+            f"peak RSS {format_bytes(mem['peak_rss_bytes'])}{whose} (kernel VmHWM "
             f"{format_bytes(mem.get('vm_hwm_bytes'))}, sampled "
             f"{format_bytes(mem.get('peak_rss_sampled_bytes'))} at "
             f"{(mem.get('achieved_hz') or 0):.0f} Hz)"
         )
+    lines += _server_memory_lines(result)
     for line in lines:
         console.print(line, highlight=False, markup=False)
     print_sensor_status(result, console)
     if result.profile:
         print_profile(result.profile, console)
     print_warnings(result, console)
+
+
+def _remote(result: RunResult) -> bool:
+    """The model runs in a server process, not in the measured worker."""
+    return (result.engine or {}).get("device") == "remote"
+
+
+def _server_memory_lines(result: RunResult) -> list[str]:
+    """The server's memory, when it runs on this machine and the engine read it."""
+    if not _remote(result):
+        return []
+    proc = (result.engine or {}).get("server_process")
+    counters = [r.counters or {} for r in result.repetitions]
+    peaks = [c["server_peak_rss_bytes"] for c in counters if "server_peak_rss_bytes" in c]
+    now = [c["server_rss_bytes"] for c in counters if "server_rss_bytes" in c]
+    if not proc or not now:
+        return ["server memory: not measured (the server is not a process on this machine)"]
+    peak = f", peak (VmHWM, since it started) {format_bytes(max(peaks))}" if peaks else ""
+    return [
+        f"server {proc.get('name')} (pid {proc.get('pid')}): RSS {format_bytes(now[-1])} "
+        f"after the last request{peak}"
+    ]
 
 
 def _engine_lines(result: RunResult) -> list[str]:

@@ -131,7 +131,8 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "params": format_params(model.get("n_params") or result.engine.get("n_params")),
         "engine": str(result.engine.get("name", result.spec.engine.name)),
         "threads": _threads(result),
-        "peak RSS": format_bytes(result.memory.get("peak_rss_bytes")),
+        "peak RSS": format_bytes(result.memory.get("peak_rss_bytes"))
+        + (" (client)" if result.engine.get("device") == "remote" else ""),
         "max °C": _ms(m["temp_max_c"].max if "temp_max_c" in m else None),
         "KV cache": format_bytes(m["kv_cache_bytes"].median if "kv_cache_bytes" in m else None),
     }
