@@ -30,7 +30,7 @@ from typing import Any
 from meltbench.errors import UsageError
 from meltbench.timestamps import utc_now
 
-__all__ = ["EvalOptions", "accuracy_metrics", "evaluate_model", "score_model"]
+__all__ = ["EvalOptions", "accuracy_metrics", "evaluate_model", "open_model", "score_model"]
 
 ProgressCallback = Callable[[int, int, int], None]
 
@@ -72,7 +72,8 @@ class EvalOptions:
     engine_options: tuple[tuple[str, Any], ...] = ()
 
 
-def _open(model: str, engine: str, options: EvalOptions) -> Any:
+def open_model(model: str, engine: str, options: EvalOptions) -> Any:
+    """``model`` as a logits source with the options' ctx, threads, dtype and ``-o``."""
     from meltbench.accuracy.sources import open_source
 
     return open_source(
@@ -232,10 +233,10 @@ def evaluate_model(
         reference = _reference_file(options, corpus_sha or "")
     elif options.reference is not None and text is not None:
         say(f"reference: {options.reference}, scored in lockstep (full-vocabulary KL)")
-        ref_source = _open(options.reference, engine, options)
+        ref_source = open_model(options.reference, engine, options)
 
     try:
-        source = _open(model, engine, options)
+        source = open_model(model, engine, options)
     except BaseException:
         if ref_source is not None:
             ref_source.close()

@@ -53,8 +53,8 @@ from meltbench.accuracy.base import (
     check_ref_ids,
     check_settings,
     check_window,
-    concat_rows,
 )
+from meltbench.accuracy.scoring import WindowRows
 
 __all__ = ["LlamaCppLogits"]
 
@@ -227,8 +227,6 @@ class LlamaCppLogits(LogitsSource):
         """
         import numpy as np
 
-        from meltbench.accuracy.scoring import reduce_rows
-
         if self._llm is None:
             raise RuntimeError("this llama.cpp logits source is closed")
         window = check_window(tokens, first, k, self.n_ctx)
@@ -238,7 +236,7 @@ class LlamaCppLogits(LogitsSource):
         lib, ctx, b = self._lib, self._llm.ctx, self._batch
         nxt = np.asarray(window, dtype=np.int64)
         lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
-        parts: list[RowScores] = []
+        out_rows = WindowRows(nxt, first, k, self.n_vocab, ref, full, keep_logprobs)
         for start in range(0, n, self.batch):
             stop = min(n, start + self.batch)
             lo, hi = max(first, start), min(n - 1, stop)  # positions [lo, hi) are scored
@@ -264,26 +262,8 @@ class LlamaCppLogits(LogitsSource):
             rows = np.ctypeslib.as_array(
                 ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(hi - lo, self.n_vocab)
             )
-            ref_part = None if ref is None else ref[lo - first : hi - first]
-            full_part = None if full is None else full[lo - first : hi - first]
-            parts.append(
-                reduce_rows(
-                    rows,
-                    nxt[lo + 1 : hi + 1],
-                    k,
-                    ref_part,
-                    keep_logprobs=keep_logprobs,
-                    ref_full=full_part,
-                )
-            )
-        return concat_rows(
-            parts,
-            k,
-            self.n_vocab,
-            None if ref is None else ref.shape[1],
-            keep_logprobs=keep_logprobs,
-            kl=full is not None,
-        )
+            out_rows.add(rows, lo, hi)
+        return out_rows.result()
 
     # -- facts and cleanup -----------------------------------------------------------
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meltbench.accuracy.evaluate import EvalOptions, accuracy_metrics, score_model
+from meltbench.accuracy.evaluate import EvalOptions, accuracy_metrics, open_model, score_model
 from meltbench.errors import UsageError
 
 __all__ = ["QuantStudy", "StudyRow", "pareto_front", "run_quant_study"]
@@ -111,7 +111,6 @@ def run_quant_study(
     from meltbench.accuracy.divergence import compare
     from meltbench.accuracy.perplexity import corpus_sha256, load_corpus
     from meltbench.accuracy.reference import Reference
-    from meltbench.accuracy.sources import open_source
     from meltbench.api import build_spec, execute_or_raise, prepare
     from meltbench.measure.stats import summarize
     from meltbench.models.cache import cached_gguf_info
@@ -148,13 +147,7 @@ def run_quant_study(
     # The source stays open as the lockstep reference of every variant: each window is
     # scored by both, which gives the full-vocabulary KL without storing logits.
     say(f"loading the source ({src_info.quant}) as the reference")
-    ref_source = open_source(
-        str(src),
-        "llama.cpp",
-        ctx=options.ctx,
-        threads=options.threads,
-        options=dict(options.engine_options) or None,
-    )
+    ref_source = open_model(str(src), "llama.cpp", options)
     meta = {
         **ref_source.describe(),
         "model": str(src),
@@ -186,13 +179,7 @@ def run_quant_study(
                 )
             else:
                 say(f"{quant}: scoring in lockstep with the reference")
-                cand = open_source(
-                    str(path),
-                    "llama.cpp",
-                    ctx=options.ctx,
-                    threads=options.threads,
-                    options=dict(options.engine_options) or None,
-                )
+                cand = open_model(str(path), "llama.cpp", options)
                 try:
                     scores = score_model(
                         cand, text, options, reference=ref_source, on_window=on_window

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from meltbench.accuracy.base import RowScores
+from meltbench.accuracy.base import RowScores, concat_rows
 
-__all__ = ["log_softmax", "reduce_rows"]
+__all__ = ["WindowRows", "log_softmax", "reduce_rows"]
 
 # Rows per chunk are chosen so that one float64 temporary holds about this many elements
 # (8 Mi elements = 64 MiB): 32 rows of Gemma 3's 262,144-entry vocabulary.
@@ -214,3 +214,56 @@ def _full_kl(lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
         terms = p * (lp - lq)
     terms[p == 0.0] = 0.0
     return np.maximum(np.sum(terms, axis=1), 0.0)
+
+
+class WindowRows:
+    """A window's scored rows, reduced batch by batch (what every source's ``score`` does).
+
+    Args:
+        tokens: int array of the window (``tokens[j + 1]`` follows row ``j``).
+        first: the first scored position.
+        k: top-k kept per row.
+        n_vocab: vocabulary size.
+        ref: checked ``ref_ids`` (:func:`check_ref_ids`) or None.
+        full: checked ``ref_full`` (:func:`check_ref_full`) or None.
+        keep_logprobs: keep each row's full log-softmax.
+    """
+
+    def __init__(
+        self,
+        tokens: Any,
+        first: int,
+        k: int,
+        n_vocab: int,
+        ref: Any = None,
+        full: Any = None,
+        keep_logprobs: bool = False,
+    ) -> None:
+        self._tokens, self._first, self._k, self._n_vocab = tokens, first, k, n_vocab
+        self._ref, self._full, self._keep = ref, full, keep_logprobs
+        self._parts: list[RowScores] = []
+
+    def add(self, logits: Any, lo: int, hi: int) -> None:
+        """Reduce the logits ``(hi - lo, n_vocab)`` of positions ``[lo, hi)``."""
+        a, b = lo - self._first, hi - self._first
+        self._parts.append(
+            reduce_rows(
+                logits,
+                self._tokens[lo + 1 : hi + 1],
+                self._k,
+                None if self._ref is None else self._ref[a:b],
+                keep_logprobs=self._keep,
+                ref_full=None if self._full is None else self._full[a:b],
+            )
+        )
+
+    def result(self) -> RowScores:
+        """Every row added so far, in order (:func:`concat_rows`)."""
+        return concat_rows(
+            self._parts,
+            self._k,
+            self._n_vocab,
+            None if self._ref is None else self._ref.shape[1],
+            keep_logprobs=self._keep,
+            kl=self._full is not None,
+        )

@@ -48,8 +48,8 @@ from meltbench.accuracy.base import (
     check_ref_ids,
     check_settings,
     check_window,
-    concat_rows,
 )
+from meltbench.accuracy.scoring import WindowRows
 from meltbench.engines.transformers import cache_keyword
 
 __all__ = ["DTYPES", "TransformersLogits"]
@@ -203,8 +203,6 @@ class TransformersLogits(LogitsSource):
         import numpy as np
         import transformers
 
-        from meltbench.accuracy.scoring import reduce_rows
-
         if self._model is None:
             raise RuntimeError("this transformers logits source is closed")
         window = check_window(tokens, first, k, self.n_ctx)
@@ -215,7 +213,7 @@ class TransformersLogits(LogitsSource):
         torch = self._torch
         step = self.batch if self._chunked else n
         cache = transformers.DynamicCache(config=self._model.config)
-        parts: list[RowScores] = []
+        out_rows = WindowRows(nxt, first, k, self.n_vocab, ref, full, keep_logprobs)
         with torch.inference_mode():
             for start in range(0, n, step):
                 stop = min(n, start + step)
@@ -233,26 +231,8 @@ class TransformersLogits(LogitsSource):
                     continue
                 rows = out.logits[0, : hi - lo].float().cpu().numpy()
                 del out
-                ref_part = None if ref is None else ref[lo - first : hi - first]
-                full_part = None if full is None else full[lo - first : hi - first]
-                parts.append(
-                    reduce_rows(
-                        rows,
-                        nxt[lo + 1 : hi + 1],
-                        k,
-                        ref_part,
-                        keep_logprobs=keep_logprobs,
-                        ref_full=full_part,
-                    )
-                )
-        return concat_rows(
-            parts,
-            k,
-            self.n_vocab,
-            None if ref is None else ref.shape[1],
-            keep_logprobs=keep_logprobs,
-            kl=full is not None,
-        )
+                out_rows.add(rows, lo, hi)
+        return out_rows.result()
 
     # -- facts and cleanup -----------------------------------------------------------
 
