@@ -22,7 +22,8 @@ The layers, lowest first (a package imports only from its own layer or below):
 6     ``results`` (schema, store, identity, compare's statistics and matching)
 7     ``targets`` (local, ssh, adb transports; remote runs)
 8     ``report`` (terminal, HTML, plots, compare's rendering)
-9     ``api`` (prepare -> execute -> assemble -> store)
+9     ``api`` (prepare -> execute -> assemble -> store), ``api_requests`` (its request
+      workloads: checks, server load)
 10    ``accuracy``, ``sweep`` (commands built on api)
 11    ``cli``
 ====  ===========================================================================
@@ -58,6 +59,7 @@ LAYERS: dict[str, int] = {
     "targets": 7,
     "report": 8,
     "api": 9,
+    "api_requests": 9,
     "accuracy": 10,
     "sweep": 10,
     "cli": 11,

@@ -21,6 +21,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from meltbench.api_requests import (
+    HTTP_ENGINES,
+    check_request_workload,
+    execute_http,
+    refuse_load_options,
+)
 from meltbench.config import RunSpec, usage_error_from
 from meltbench.engines.base import EngineSettings
 from meltbench.errors import RunInterrupted, UsageError
@@ -30,6 +36,7 @@ from meltbench.parameters import flat_fields
 from meltbench.registry import ENGINES
 from meltbench.results.assemble import result_from_measurement
 from meltbench.results.schema import RunResult
+from meltbench.workloads.base import RequestSet
 
 __all__ = [
     "PreparedRun",
@@ -56,7 +63,8 @@ def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
 
     Keywords are those of :data:`FLAT_FIELDS` plus ``timeout_s``, ``profile`` and
     ``memory_limit_bytes``;
-    ``None`` values are left at their defaults.
+    ``None`` values are left at their defaults. A request workload (``workload`` other
+    than ``synthetic``) defaults to ``reps=1``: one pass over its requests.
 
     Args:
         flags: optional map from field path (``"workload.reps"``) to the name shown in
@@ -77,6 +85,9 @@ def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
             nested.setdefault(section, {})[name] = value
         else:
             raise UsageError(f"unknown run option {key!r}; use one of: {', '.join(FLAT_FIELDS)}")
+    workload = nested.get("workload", {})
+    if workload.get("kind", "synthetic") != "synthetic" and "reps" not in workload:
+        workload["reps"] = 1  # a request workload's reps are passes over its whole set
     try:
         return RunSpec.model_validate({**nested, **top})
     except ValidationError as exc:
@@ -92,12 +103,14 @@ class PreparedRun:
         engine: canonical engine name.
         model: the resolved model file and its header facts.
         settings: the engine settings actually used (defaults filled in).
+        requests: a request workload's requests (None for synthetic pp/tg).
     """
 
     spec: RunSpec
     engine: str
     model: ResolvedModel
     settings: EngineSettings
+    requests: RequestSet | None = None
 
     def job(self) -> dict[str, Any]:
         """The JSON job handed to the worker."""
@@ -108,6 +121,7 @@ class PreparedRun:
             "settings": self.settings.to_dict(),
             "workload": self.spec.workload.model_dump(),
             "profile": self.spec.profile,
+            "requests": None if self.requests is None else self.requests.to_dict(),
         }
 
 
@@ -168,13 +182,20 @@ def prepare(spec: RunSpec) -> PreparedRun:
     if problem:
         raise UsageError(problem)
     _check_sensor_settings(spec)
+    requests = None
+    if spec.workload.requests:
+        requests = check_request_workload(spec, engine_cls, kind)
+    else:
+        refuse_load_options(spec)
     model = resolve_model(
         spec.model.ref,
         formats=tuple(engine_cls.model_formats),
         weights=spec.model.weights,
         dtype=spec.engine.dtype,
     )
-    return PreparedRun(spec=spec, engine=engine_name, model=model, settings=settings)
+    return PreparedRun(
+        spec=spec, engine=engine_name, model=model, settings=settings, requests=requests
+    )
 
 
 def target_kind(target: str) -> str:
@@ -263,6 +284,8 @@ def execute(
         "sensors": spec.sensors.model_dump(mode="json"),
         "cooldown": spec.cooldown.model_dump() if spec.cooldown.active and not sustain_s else None,
     }
+    if prepared.requests is not None and prepared.engine in HTTP_ENGINES:
+        return execute_http(prepared, on_event)
     job = prepared.job()
     if sustain_s is not None:
         job["sustain"] = {"duration_s": sustain_s}

@@ -83,6 +83,12 @@ class EngineSpec(_Frozen):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+#: tokens a document task's prompt holds besides the document (template, instruction)
+REQUEST_OVERHEAD_TOKENS = 256
+#: default context of a conversation or app run, tokens
+REQUEST_CTX = 4096
+
+
 class WorkloadSpec(_Frozen):
     """A synthetic llama-bench-style workload: ``pp{n_prompt}+tg{n_gen}@d{n_depth}``.
 
@@ -98,6 +104,25 @@ class WorkloadSpec(_Frozen):
             llama-bench's ``tg``: the engine's forward pass only, with synthetic next
             tokens and no sampling, to reproduce a llama-bench table. Either way the
             cost of choosing a token is reported as ``sample_ms``.
+        kind: ``synthetic`` (the above), or a request workload replayed on the model's
+            chat template (:mod:`meltbench.workloads`): ``conversation`` (``file``: a
+            ShareGPT JSON or OpenAI-messages JSONL; default the shipped sample),
+            ``document`` (summarise/qa/suggest over documents of exactly ``doc_tokens``
+            tokens from ``file``, a WikiText-2-style corpus), ``app`` (sensor readings in,
+            a JSON answer out, parsed). ``n_gen`` is then each turn's most output tokens
+            and ``reps`` the passes over the set.
+        doc_tasks, n_docs: the document tasks (comma list) and documents per task.
+        max_turns: user turns per conversation, at most (None: all).
+        output: ``fixed`` (exactly ``n_gen`` tokens, end of sequence ignored) or
+            ``natural`` (stop at the end of the reply); None: :attr:`output_mode`.
+        no_prefix_reuse: empty the KV cache before every request instead of keeping the
+            common prefix (compare the two arms).
+        concurrency, request_rate, burstiness, num_requests, duration_s, slo: server load
+            (the openai engine): sessions in flight at once; arrivals per second (None:
+            all at once) with gamma-distributed gaps of shape ``burstiness`` (1: a Poisson
+            process, vLLM's ``--burstiness``); how many sessions to send (the set cycled
+            or cut); when to stop starting sessions, s; goodput's SLOs
+            (``ttft_ms=500,tpot_ms=50``, :func:`meltbench.measure.goodput.parse_slo`).
     """
 
     n_prompt: int = Field(default=default("n_prompt"), ge=1)
@@ -107,15 +132,48 @@ class WorkloadSpec(_Frozen):
     warmup: int = Field(default=default("warmup"), ge=0)
     seed: int = Field(default=default("seed"), ge=0)
     timing: Literal["generation", "engine"] = default("timing")
+    kind: Literal["synthetic", "conversation", "document", "app"] = default("workload")
+    file: str | None = None
+    doc_tokens: int = Field(default=default("doc_tokens"), ge=1)
+    doc_tasks: str = default("doc_tasks")
+    n_docs: int = Field(default=default("n_docs"), ge=1)
+    max_turns: int | None = Field(default=None, ge=1)
+    output: Literal["fixed", "natural"] | None = None
+    no_prefix_reuse: bool = False
+    concurrency: int = Field(default=default("concurrency"), ge=1)
+    request_rate: float | None = Field(default=None, gt=0)
+    burstiness: float = Field(default=default("burstiness"), gt=0)
+    num_requests: int | None = Field(default=None, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
+    slo: str | None = None
+
+    @property
+    def requests(self) -> bool:
+        """True for a request workload (conversation, document, app), not synthetic."""
+        return self.kind != "synthetic"
+
+    @property
+    def output_mode(self) -> str:
+        """``output`` or its default: ``natural`` for the app, ``fixed`` otherwise."""
+        return self.output or ("natural" if self.kind == "app" else "fixed")
 
     @property
     def n_ctx_needed(self) -> int:
-        """Tokens the KV cache must hold: n_depth + n_prompt + n_gen."""
+        """Tokens the KV cache must hold: n_depth + n_prompt + n_gen (synthetic); the
+        document, its task and template (256 tokens allowed) and n_gen (document); 4096
+        for a conversation or the app (their prompts are known only once templated)."""
+        if self.kind == "document":
+            return self.doc_tokens + REQUEST_OVERHEAD_TOKENS + self.n_gen
+        if self.requests:
+            return REQUEST_CTX
         return self.n_depth + self.n_prompt + self.n_gen
 
     @property
     def label(self) -> str:
-        """llama-bench test label, e.g. ``pp512+tg128`` or ``pp512+tg128@d4096``."""
+        """llama-bench test label, e.g. ``pp512+tg128`` or ``pp512+tg128@d4096``; a
+        request workload's is its kind (the run's ``test`` names the set and version)."""
+        if self.requests:
+            return self.kind
         label = f"pp{self.n_prompt}+tg{self.n_gen}"
         return f"{label}@d{self.n_depth}" if self.n_depth else label
 
@@ -206,6 +264,14 @@ class RunSpec(_Frozen):
     @model_validator(mode="after")
     def _ctx_fits_workload(self) -> RunSpec:
         need = self.workload.n_ctx_needed
+        if self.workload.kind in ("conversation", "app"):
+            return self  # their prompt lengths are known once templated (checked per turn)
+        if self.engine.ctx is not None and self.engine.ctx < need and self.workload.requests:
+            raise ValueError(
+                f"a {self.workload.doc_tokens}-token document, its task and n_gen need "
+                f"about {need} tokens; ctx = {self.engine.ctx} is too small: raise --ctx "
+                "or shorten --doc-tokens"
+            )
         if self.engine.ctx is not None and self.engine.ctx < need:
             raise ValueError(
                 f"n_depth + n_prompt + n_gen = {need} tokens does not fit in ctx = "

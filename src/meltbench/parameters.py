@@ -100,6 +100,7 @@ class Parameter:
 
 
 _SENSORS = "sensors and cool-down"
+_WORKLOADS = "request workloads (conversations, documents, the app) and server load"
 
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("model", "model.ref", ("-m", "--model"), "str",
@@ -149,6 +150,59 @@ PARAMETERS: tuple[Parameter, ...] = (
               "generation: decode includes choosing each token, as an app does; engine: "
               "llama-bench's tg (synthetic next tokens, no sampling; llama.cpp)",
               default="generation", choices=("generation", "engine")),
+    Parameter("workload", "workload.kind", ("-w", "--workload"), "str",
+              "synthetic: llama-bench's pp/tg token ids; conversation, document, app: "
+              "requests on the model's chat template", default="synthetic",
+              choices=("synthetic", "conversation", "document", "app"), axis="workloads",
+              sweep_flag=True, group=_WORKLOADS, in_sustain=False),
+    Parameter("workload_file", "workload.file", ("--workload-file",), "str",
+              "conversations (ShareGPT JSON or OpenAI-messages JSONL), a WikiText-2-style "
+              "corpus (document) or sensor readings (app)", group=_WORKLOADS, metavar="FILE",
+              default_text="the shipped sample set", axis="workload files", sweep_flag=True,
+              in_sustain=False),
+    Parameter("doc_tokens", "workload.doc_tokens", ("--doc-tokens",), "int",
+              "document length, tokens of the model's own tokenizer", default=1024,
+              axis="document lengths", sweep_flag=True, group=_WORKLOADS, in_sustain=False),
+    Parameter("doc_tasks", "workload.doc_tasks", ("--doc-tasks",), "str",
+              "document tasks, comma list", default="summarise,qa,suggest", group=_WORKLOADS,
+              metavar="LIST", axis="document task lists", in_sustain=False),
+    Parameter("n_docs", "workload.n_docs", ("--n-docs",), "int", "documents per task",
+              default=2, axis="documents per task", sweep_flag=True, group=_WORKLOADS,
+              in_sustain=False),
+    Parameter("max_turns", "workload.max_turns", ("--max-turns",), "int",
+              "user turns per conversation, at most", axis="turn limits", sweep_flag=True,
+              group=_WORKLOADS, in_sustain=False),
+    Parameter("output_len", "workload.output", ("--output-len",), "str",
+              "fixed: exactly --n-gen tokens per turn (end of sequence ignored); natural: "
+              "stop at the end of the reply, at most --n-gen", choices=("fixed", "natural"),
+              default_text="fixed; natural for app", axis="output modes", sweep_flag=True,
+              group=_WORKLOADS,
+              in_sustain=False),
+    Parameter("no_prefix_reuse", "workload.no_prefix_reuse", ("--no-prefix-reuse",), "flag",
+              "empty the KV cache before every request (the arm to compare prefix reuse "
+              "with)", axis="prefix reuse off (true) / on (false)", sweep_flag=True,
+              group=_WORKLOADS, in_sustain=False),
+    Parameter("concurrency", "workload.concurrency", ("--concurrency",), "int",
+              "sessions in flight at once (server load, openai)", default=1,
+              axis="concurrency levels", sweep_flag=True, group=_WORKLOADS, in_sustain=False),
+    Parameter("request_rate", "workload.request_rate", ("--request-rate",), "float",
+              "session arrivals per second (server load, openai)",
+              default_text="inf: all at once, bounded by --concurrency", axis="request rates",
+              sweep_flag=True, group=_WORKLOADS, metavar="R", in_sustain=False),
+    Parameter("burstiness", "workload.burstiness", ("--burstiness",), "float",
+              "gamma shape of the gaps between arrivals: 1 is Poisson, < 1 burstier",
+              default=1.0, axis="burstiness values", sweep_flag=True, group=_WORKLOADS,
+              in_sustain=False),
+    Parameter("num_requests", "workload.num_requests", ("--num-requests",), "int",
+              "sessions to send: the set is cycled or cut to this many", axis="request counts",
+              sweep_flag=True, group=_WORKLOADS, in_sustain=False),
+    Parameter("load_duration_s", "workload.duration_s", ("--load-duration",), "float",
+              "stop starting sessions after S seconds (server load)", group=_WORKLOADS,
+              metavar="S", axis="load durations", in_sustain=False),
+    Parameter("slo", "workload.slo", ("--slo",), "str",
+              "goodput's service-level objectives, e.g. ttft_ms=500,tpot_ms=50",
+              group=_WORKLOADS, metavar="M=V,...", axis="SLO sets (a sweep file's)",
+              in_sustain=False),
     Parameter("timeout_s", "timeout_s", ("--timeout",), "float",
               "kill the worker after this many seconds"),
     Parameter("memory_hz", "sensors.memory_hz", ("--memory-hz",), "float",

@@ -21,7 +21,7 @@ def test_json_round_trip_one_and_many():
 def test_jsonl_one_line_per_run():
     lines = export([make_result(), make_result()], "jsonl").splitlines()
     assert len(lines) == 2
-    assert json.loads(lines[0])["schema_version"] == 3
+    assert json.loads(lines[0])["schema_version"] == 4
 
 
 def test_csv_flat_columns():

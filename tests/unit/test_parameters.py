@@ -45,7 +45,7 @@ def test_sweep_axes_come_from_the_table():
     assert AXES == parameters.SWEEP_AXES
     assert set(INT_AXES) == {
         "threads", "n_prompt", "n_gen", "n_depth", "ctx", "batch", "ubatch", "reps", "warmup",
-        "seed",
+        "seed", "doc_tokens", "n_docs", "max_turns", "concurrency", "num_requests",
     }  # fmt: skip
     assert "quant" in AXES and "quant" not in FLAT_FIELDS  # a sweep-only axis
 

@@ -73,7 +73,27 @@ def full_set():
         "p0000000",
     )
     curve = [with_roofline(r, bandwidth=20e9) for r in curve]
-    return [*curve, failed, quant, profiled]
+    docs = [with_id(request_run("document", doc_tokens=n, ttft=n / 10), f"d{n:07d}")
+            for n in (1024, 2048)]  # fmt: skip
+    loads = [with_id(request_run("app", request_rate=r, ttft=100.0 * r), f"r{int(r):07d}")
+             for r in (1.0, 4.0)]  # fmt: skip
+    return [*curve, failed, quant, profiled, *docs, *loads]
+
+
+def request_run(kind: str, *, ttft: float, **workload):
+    """A request-workload run built by hand: its TTFT, peak memory and load figures."""
+    from meltbench.measure.stats import summarize
+
+    spec = RunSpec.model_validate({"workload": {"kind": kind, "n_gen": 8, **workload}})
+    metrics = {
+        "ttft_ms": summarize([ttft, ttft * 1.5]),
+        "request_throughput_rps": summarize([0.8]),
+        "goodput_rps": summarize([0.4]),
+        "slo_attainment": summarize([0.5]),
+    }
+    section = {"workload": {"kind": kind, "name": "t"}, "groups": [], "records": []}
+    return make_result(spec=spec, test=f"{kind}:t@0", metrics=metrics, requests=section,
+                       memory={"peak_rss_bytes": 400 * MIB})  # fmt: skip
 
 
 def with_roofline(result, bandwidth: float):
@@ -185,7 +205,7 @@ def test_plots_the_data_do_not_support_are_absent_and_explained():
 
 def test_failed_run_cause_and_status_are_shown(full_report):
     assert "MemoryError: &lt;b&gt;no&lt;/b&gt; &quot;memory&quot; &amp; more" in full_report
-    assert "1 of 6 run(s) failed" in full_report
+    assert "1 of 10 run(s) failed" in full_report
     assert "<tr class='failed'><td>f0000064</td><td>failed</td>" in full_report
 
 
@@ -247,6 +267,16 @@ def test_figures_name_their_runs_and_units(full_set):
     assert mem_axes.get_ylabel() == "peak RSS (MiB)"
     lat = figures["latency-distributions"].figure.subfigs[0].axes
     assert [a.get_xlabel() for a in lat] == ["TTFT (ms)", "inter-token latency (ms)"]
+    docs = figures["ttft-vs-document-length"]
+    assert docs.short_ids == ["d0001024", "d0002048"]
+    t_ax, m_ax = docs.figure.subfigs[0].axes
+    assert (t_ax.get_ylabel(), m_ax.get_ylabel()) == ("TTFT (ms)", "peak RSS (MiB)")
+    assert list(t_ax.lines[0].get_ydata()) == [128.0, 256.0]  # medians of (x, 1.5x)
+    load = figures["goodput-vs-request-rate"]
+    assert load.short_ids == ["r0000001", "r0000004"]
+    g_ax, s_ax = load.figure.subfigs[0].axes
+    assert list(s_ax.lines[0].get_ydata()) == [50.0, 50.0]
+    assert "goodput" in load.caption and "request rate" in g_ax.get_xlabel()
 
 
 def test_write_figures_png_and_svg_without_user_text(tmp_path, full_set):

@@ -87,6 +87,11 @@ def print_result(result: Any, fmt: str, err: Any) -> None:
 
     if fmt == "table":
         out = stdout_console()
+        if result.requests is not None:
+            from meltbench.report.requests_view import print_request_run
+
+            print_request_run(result, out)
+            return
         print_bench_table([result], out)
         print_run_details(result, out)
         return

@@ -49,6 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True)
     total = spec.workload.warmup + spec.workload.reps
+    if spec.workload.requests:
+        total = None  # the number of turns is known once the set is built
     show_progress = not args.quiet and err.is_terminal
     with RunProgress(total, spec.workload.label, err, enabled=show_progress) as progress:
         result = run(spec, db=db, on_event=progress.on_event)

@@ -87,6 +87,10 @@ class Engine(ABC):
     supports_depth: ClassVar[bool] = True
     #: values accepted for ``EngineSettings.timing`` (see :class:`EngineSettings`).
     timing_modes: ClassVar[tuple[str, ...]] = ("generation",)
+    #: whether the text methods (:meth:`tokenize`, :meth:`detokenize`,
+    #: :meth:`chat_template`, :meth:`is_end_of_generation`) work: request workloads
+    #: (conversations, documents, the app) need them.
+    supports_text: ClassVar[bool] = False
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
@@ -173,3 +177,75 @@ class Engine(ABC):
 
     def unload(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Release the model and context."""
+
+    # Text methods, for request workloads (``supports_text``).
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text``, special-token markup (``<start_of_turn>``) parsed as
+        special tokens and no BOS added (a rendered chat template carries its own).
+
+        Raises:
+            NotImplementedError: the engine has no text methods (``supports_text``).
+        """
+        raise NotImplementedError(f"engine {self.name!r} has no tokenizer interface")
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``, special tokens left out.
+
+        Raises:
+            NotImplementedError: the engine has no text methods (``supports_text``).
+        """
+        raise NotImplementedError(f"engine {self.name!r} has no tokenizer interface")
+
+    def chat_template(self) -> tuple[str | None, str, str]:
+        """``(template, bos_text, eos_text)``: the model's Jinja chat template (None when
+        the model has none) and the texts of its BOS and EOS tokens ("" when none).
+
+        Raises:
+            NotImplementedError: the engine has no text methods (``supports_text``).
+        """
+        raise NotImplementedError(f"engine {self.name!r} has no chat template interface")
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]]
+    ) -> tuple[str, str, str | None]:
+        """The prompt text of ``messages`` (``[{"role", "content"}, ...]``) ending with the
+        assistant's turn opened, as transformers' ``apply_chat_template(...,
+        add_generation_prompt=True)`` renders it.
+
+        Returns:
+            ``(text, source, warning)``: ``source`` names the template used
+            (``model`` for the model's own); ``warning`` is None, or says the model has
+            no chat template and which fallback was used.
+
+        Raises:
+            NotImplementedError: the engine has no text methods (``supports_text``).
+            ValueError: the template failed to render these messages (one line).
+        """
+        from meltbench.workloads.chat_template import chat_template_or_fallback, render_chat
+
+        template, bos, eos = self.chat_template()
+        chosen, warning = chat_template_or_fallback(template)
+        text = render_chat(chosen, list(messages), bos_token=bos, eos_token=eos)
+        return text, "model" if warning is None else "meltbench fallback", warning
+
+    def is_end_of_generation(self, token: int) -> bool:
+        """Whether ``token`` ends a reply (EOS, end-of-turn: llama.cpp's "EOG" set).
+
+        Raises:
+            NotImplementedError: the engine has no text methods (``supports_text``).
+        """
+        raise NotImplementedError(f"engine {self.name!r} has no tokenizer interface")
+
+    def keep_prefix(self, n: int) -> bool:
+        """Keep only the first ``n`` positions of the KV cache (prefix reuse).
+
+        Returns True when the cache now holds exactly those ``n`` tokens, so the next
+        :meth:`stream` continues from position ``n``; False when the engine cannot drop
+        a suffix (the caller then calls :meth:`reset` and sends the whole prompt). The
+        default supports only ``n == 0`` (a reset).
+        """
+        if n == 0:
+            self.reset()
+            return True
+        return False

@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from meltbench.engines.base import Engine, EngineSettings, ModelHandle
+from meltbench.engines.llama_cpp_text import LlamaCppText
 
 __all__ = ["LlamaCppEngine", "parse_kv_cache_log", "parse_system_info"]
 
@@ -225,7 +226,7 @@ _LOG = _LogCapture()
 _BACKEND_READY = False
 
 
-class LlamaCppEngine(Engine):
+class LlamaCppEngine(LlamaCppText, Engine):
     """llama.cpp (GGUF models, every quantization type llama.cpp supports)."""
 
     name = "llama.cpp"

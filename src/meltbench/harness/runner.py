@@ -46,6 +46,8 @@ class WorkerOutput:
         timed_out, interrupted: why the host stopped the worker, if it did.
         memory: the RSS sampler (samples, peak, achieved rate).
         sensors: the energy/temperature/frequency sampler, when sensors were given.
+        requests: the ``request`` records of a request workload, in order.
+        replayed: the ``replayed`` event's data (the chat template used).
     """
 
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -63,6 +65,8 @@ class WorkerOutput:
     sensors: SensorSampler | None = None
     protocol_errors: list[str] = field(default_factory=list)
     profile: dict[str, Any] | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    replayed: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -236,6 +240,10 @@ def record_event(out: WorkerOutput, event: dict[str, Any]) -> None:
         out.engine = event.get("engine")
     elif kind == "rep":
         out.reps.append(event)
+    elif kind == "request":
+        out.requests.append(event.get("record") or {})
+    elif kind == "replayed":
+        out.replayed = event.get("data")
     elif kind == "profile":
         out.profile = event.get("data")
     elif kind == "done":

@@ -17,6 +17,11 @@ stream. Events, in order::
     {"event": "profile", "data": {...}}   (only when the job asks for a profile)
     {"event": "done", "memory": {"vm_hwm_bytes": ..., "ru_maxrss_bytes": ...}}
 
+A request workload (``job["requests"]``: a :class:`meltbench.workloads.base.RequestSet`
+as a dict) replaces the ``rep`` events with one ``{"event": "request", "record": {...}}``
+per turn (:mod:`meltbench.harness.replay`) and a ``{"event": "replayed", "data":
+{"template": ...}}`` before ``done``.
+
 On an exception: ``{"event": "error", "error_type": ..., "message": ...}`` and exit 1.
 All times come from ``time.perf_counter_ns`` (CLOCK_MONOTONIC on Linux: one clock for
 every process of the machine, so the host's sensor readings line up with these
@@ -92,6 +97,9 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
     engine.load(ModelHandle(**job["model"]))
     t1 = time.perf_counter_ns()
     emit("loaded", load_ns=t1 - t0, t_load_start_ns=t0, t_load_end_ns=t1, engine=engine.info())
+    if job.get("requests") is not None:
+        _replay(job, engine, emit)
+        return
 
     n_prompt, n_gen, n_depth = workload["n_prompt"], workload["n_gen"], workload["n_depth"]
     seed, n_vocab, bos = workload["seed"], engine.n_vocab, engine.bos_token()
@@ -149,6 +157,25 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
         if n_depth:
             engine.extend(depth_tokens)
         emit("profile", data=engine.profile(prompt, n_gen))
+    engine.unload()
+    emit("done", memory=peak_memory())
+
+
+def _replay(job: dict[str, Any], engine: Any, emit: Any) -> None:
+    """A request workload (``job["requests"]``): one ``request`` event per turn."""
+    from meltbench.harness.replay import replay_requests
+    from meltbench.workloads.base import RequestSet
+
+    workload = job["workload"]
+    info = replay_requests(
+        engine,
+        RequestSet.from_dict(job["requests"]),
+        warmup=workload["warmup"],
+        reps=workload["reps"],
+        prefix_reuse=not workload.get("no_prefix_reuse", False),
+        emit=lambda record: emit("request", record=record),
+    )
+    emit("replayed", data=info)
     engine.unload()
     emit("done", memory=peak_memory())
 

@@ -20,6 +20,10 @@ id                       what it shows
                          token (weights + KV cache), under the memory-bandwidth roof
                          ``tok/s = bandwidth / bytes`` of each measured bandwidth; one
                          point per run, labelled by model, quant and depth
+``ttft-vs-document-length`` document tasks: TTFT (p50, p90) and peak RSS against
+                         document length, one line per model and engine
+``goodput-vs-request-rate`` server load: request throughput, goodput and SLO attainment
+                         against the arrival rate, one line per server and concurrency
 ======================== ===============================================================
 
 Energy, temperature and accuracy metrics are stored with the runs that measured them but
@@ -49,6 +53,7 @@ from meltbench.report.plots_context import context_memory_figure, context_throug
 from meltbench.report.plots_quant import quantization_figure
 from meltbench.report.plots_roofline import decode_roofline_figure
 from meltbench.report.plots_runs import latency_distribution_figure, operator_breakdown_figure
+from meltbench.report.plots_workloads import document_length_figure, goodput_rate_figure
 from meltbench.results.schema import RunResult
 
 __all__ = [
@@ -60,6 +65,8 @@ __all__ = [
     "context_memory_figure",
     "context_throughput_figure",
     "decode_roofline_figure",
+    "document_length_figure",
+    "goodput_rate_figure",
     "latency_distribution_figure",
     "operator_breakdown_figure",
     "quantization_figure",
@@ -74,6 +81,8 @@ PLOT_IDS = (
     "quant-speed-size",
     "operator-breakdown",
     "decode-roofline",
+    "ttft-vs-document-length",
+    "goodput-vs-request-rate",
 )
 
 #: What each figure needs from the data (shown in the report when a figure is absent).
@@ -87,6 +96,9 @@ PLOT_NEEDS: dict[str, str] = {
     "operator-breakdown": "runs with a profile (meltbench run --profile)",
     "decode-roofline": "ok runs of GGUF models with decode tok/s and a measured memory "
     "bandwidth (meltbench bandwidth)",
+    "ttft-vs-document-length": "document-workload runs of one model and engine at >= 2 "
+    "--doc-tokens",
+    "goodput-vs-request-rate": "request-workload runs of one server at >= 2 --request-rate",
 }
 
 #: Quantities the report does not plot, keyed by name -> the metric names that show
@@ -109,7 +121,7 @@ def build_figures(
             ``{"scaling": [...], "max_context": [...]}``), or None.
 
     Returns:
-        Zero to six :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy,
+        Zero to eight :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy,
         temperature and accuracy are not plotted yet (:data:`NOT_PLOTTED`).
 
     Raises:
@@ -126,6 +138,8 @@ def build_figures(
         quantization_figure(results),
         operator_breakdown_figure(results),
         decode_roofline_figure(results),
+        document_length_figure(results),
+        goodput_rate_figure(results),
     ]
     return [f for f in made if f is not None]
 

@@ -97,6 +97,15 @@ class RunProgress:
                 advance=1,
                 description=f"{self.label}: {what} {event.get('index', 0) + 1} done ({n_tok} tok)",
             )
+        elif kind == "request":
+            record = event.get("record") or {}
+            state = "ok" if record.get("ok") else "failed"
+            self.progress.update(
+                self.task,
+                advance=1,
+                description=f"{self.label}: {record.get('session')} turn "
+                f"{int(record.get('turn') or 0) + 1} {state}",
+            )
         self.progress.refresh()
 
 

@@ -26,7 +26,7 @@ from meltbench.timestamps import utc_now
 if TYPE_CHECKING:
     from meltbench.api import PreparedRun
 
-__all__ = ["model_facts", "new_result", "result_from_measurement"]
+__all__ = ["model_facts", "new_result", "request_result", "result_from_measurement"]
 
 
 def model_facts(prepared: PreparedRun) -> dict[str, Any]:
@@ -119,6 +119,20 @@ def result_from_measurement(
     }
 
     failure = out.failure_cause(spec.timeout_s)
+    if prepared.requests is not None:
+        result = request_result(
+            prepared,
+            out.requests,
+            (out.replayed or {}).get("template"),
+            failure=failure,
+            started_at=started,
+            finished_at=finished,
+            engine=out.engine,
+            environment=out.environment,
+            memory=memory,
+            load_ns=out.load_ns,
+        )
+        return result, interrupted
     try:
         analysis = analyze_reps(out.reps, spec.workload.n_prompt, out.load_ns, peak)
     except (ValueError, KeyError, TypeError) as exc:
@@ -287,3 +301,56 @@ def _sustain_section(
     )
     section["duration_s"] = duration_s
     return section
+
+
+def request_result(
+    prepared: PreparedRun,
+    records: list[dict[str, Any]],
+    template: dict[str, Any] | None,
+    *,
+    failure: str | None,
+    started_at: str,
+    finished_at: str,
+    engine: dict[str, Any] | None,
+    environment: dict[str, Any] | None,
+    memory: dict[str, Any] | None = None,
+    load_ns: int | None = None,
+    extra_warnings: list[BenchWarning] = (),
+) -> RunResult:
+    """The :class:`~meltbench.results.schema.RunResult` of a request run: the worker's
+    (local, SSH) or the HTTP client's records, with whatever else was measured.
+
+    A run whose every timed request failed is ``failed`` with the first error as its
+    cause; records already measured are kept either way.
+    """
+    from meltbench.measure.stats import summarize
+    from meltbench.results.request_runs import request_label, request_sections
+
+    metrics, section, warnings = request_sections(prepared, records, template)
+    if load_ns is not None:
+        metrics["load_ms"] = summarize([load_ns / 1e6])
+    peak = (memory or {}).get("peak_rss_bytes")
+    if peak:
+        metrics["peak_rss_bytes"] = summarize([float(peak)])
+    counts = section["counts"]
+    if failure is None and counts["requests"] and counts["ok"] == 0:
+        first = next((r.get("error") for r in records if r.get("error")), "no reply")
+        failure = f"every request failed; first: {first}"
+    if failure is None and counts["requests"] == 0:
+        failure = "no request was measured"
+    result = new_result(
+        prepared,
+        failure=failure,
+        started_at=started_at,
+        finished_at=finished_at,
+        test=request_label(prepared),
+        settings=prepared.settings.to_dict(),
+        model=model_facts(prepared),
+        engine=engine or {"name": prepared.engine},
+        environment=environment or {},
+        metrics=metrics,
+        memory=memory or {},
+        warnings=[w.to_dict() for w in [*warnings, *extra_warnings]],
+        requests=section,
+    )
+    return result

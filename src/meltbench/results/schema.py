@@ -16,8 +16,9 @@ formula's), ``bytes_per_token`` (weights + KV read per decoded token),
 (decode_tps / decode_bound_tps) and ``sample_ms`` (time to choose one token).
 
 Versions: 1 (first release); 2 added ``sensors``, ``device_state``, ``sustain``,
-``accuracy`` and ``Repetition.cooldown``; 3 added ``roofline``. Older results read as
-version 3 with the new fields empty.
+``accuracy`` and ``Repetition.cooldown``; 3 added ``roofline``; 4 added ``requests`` (a
+request workload: conversations, documents, the app, server load). Older results read as
+version 4 with the new fields empty.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "Repetition", "RunResult"]
 
-SCHEMA_VERSION = 3
-_READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+_READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 class Repetition(BaseModel):
@@ -101,6 +102,13 @@ class RunResult(BaseModel):
             mean number of cached tokens they were computed at, whether embeddings are
             tied, and the memory bandwidth used as the roof (bytes/s, kernel, threads,
             where and when it was measured); None for other models.
+        requests: for a request workload (:mod:`meltbench.workloads`): ``workload``
+            (kind, name, version, output mode, prefix reuse, how it was built),
+            ``template`` (the chat template used and any fallback warning), ``load``
+            (concurrency, arrivals, throughput, goodput against the SLOs), ``groups``
+            (the per-group/per-turn table: summaries as dicts), ``app`` (answers
+            parsed and right) and ``records`` (every request: timestamps, token counts,
+            the reply text); None for a synthetic run.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -130,12 +138,13 @@ class RunResult(BaseModel):
     sustain: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
     roofline: dict[str, Any] | None = None
+    requests: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value in (1, 2):
-            return SCHEMA_VERSION  # versions 2 and 3 only added fields with empty defaults
+        if value in (1, 2, 3):
+            return SCHEMA_VERSION  # versions 2 to 4 only added fields with empty defaults
         if value not in _READABLE_VERSIONS:
             raise ValueError(
                 f"result schema version {value} is not supported by this meltbench "

@@ -159,6 +159,9 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "J/tok net": _jpt(m.get("j_per_token_decode_net")),
         "decode eff": f"{eff.median:.1%}" if (eff := m.get("decode_efficiency")) else "",
     }
+    if result.requests is not None:  # a request workload: its kind, not pp/tg sizes
+        kind = w.kind + ("@c" + str(w.concurrency) if w.concurrency > 1 else "")
+        pp["test"], tg["test"] = f"{kind} prefill", f"{kind} decode"
     rows = [pp, tg]
     if not result.ok:
         for row in rows:

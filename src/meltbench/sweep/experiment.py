@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 STR_AXES = tuple(a for a in SWEEP_AXES if a not in INT_AXES)
-AXES = STR_AXES + INT_AXES
+AXES = SWEEP_AXES  # in the parameter table's order
 #: points sharing these values load the same model: they run consecutively.
 GROUP_KEYS = ("model", "quant", "weights", "engine", "dtype", "device", "endpoint")
 _SETTINGS = {
