@@ -68,6 +68,8 @@ def print_request_run(result: RunResult, console: Console) -> None:
     lines = []
     counts = section.get("counts") or {}
     reuse = "on" if workload.get("prefix_reuse") else "off"
+    if (section.get("template") or {}).get("source") == "server":
+        reuse = "the server's prompt cache"
     lines.append(
         f"{workload.get('kind')} {workload.get('name')}@{workload.get('version')}: "
         f"{workload.get('sessions')} sessions, {workload.get('turns')} turns, output "
