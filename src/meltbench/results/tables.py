@@ -160,7 +160,8 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "decode eff": f"{eff.median:.1%}" if (eff := m.get("decode_efficiency")) else "",
     }
     if result.requests is not None:  # a request workload: its kind, not pp/tg sizes
-        kind = w.kind + ("@c" + str(w.concurrency) if w.concurrency > 1 else "")
+        kind = w.kind + (f"@{w.doc_tokens}" if w.kind == "document" else "")
+        kind += f"@c{w.concurrency}" if w.concurrency > 1 else ""
         pp["test"], tg["test"] = f"{kind} prefill", f"{kind} decode"
     rows = [pp, tg]
     if not result.ok:
