@@ -62,6 +62,21 @@ def _curves(
     }
 
 
+def _finish(
+    cv: Any, ylabels: dict[Any, str], xlabel: str, xs: list[float], shown: list[str], title: str
+) -> None:
+    """The two panels' shared log2 x axis, labels and grid; the legend beside the first
+    panel, the title and the run-id footnote."""
+    for ax, ylabel in ylabels.items():
+        _log_x(ax, xs)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    _outside_legend(cv.main, next(iter(ylabels)), 1)
+    cv.main.suptitle(title)
+    _footnote(cv, shown)
+
+
 def document_length_figure(results: Sequence[RunResult]) -> ReportFigure | None:
     """TTFT (median and p90 over the requests, ms) and peak RSS (MiB) against document
     length (tokens, log2 axis), one line per model and engine.
@@ -92,15 +107,8 @@ def document_length_figure(results: Sequence[RunResult]) -> ReportFigure | None:
                       color=colour, label=label)  # fmt: skip
         xs_all += [x for x, _ in points]
         shown += [r.run_id for _, r in points if r.run_id not in shown]
-    for ax in (ax_t, ax_m):
-        _log_x(ax, xs_all)
-        ax.set_xlabel("document length (tokens)")
-        ax.grid(True, alpha=0.3)
-    ax_t.set_ylabel("TTFT (ms)")
-    ax_m.set_ylabel("peak RSS (MiB)")
-    _outside_legend(cv.main, ax_t, 1)
-    cv.main.suptitle("TTFT and memory vs document length")
-    _footnote(cv, shown)
+    _finish(cv, {ax_t: "TTFT (ms)", ax_m: "peak RSS (MiB)"}, "document length (tokens)",
+            xs_all, shown, "TTFT and memory vs document length")  # fmt: skip
     return ReportFigure(
         id="ttft-vs-document-length",
         title="TTFT and memory vs document length",
@@ -156,16 +164,9 @@ def goodput_rate_figure(results: Sequence[RunResult]) -> ReportFigure | None:
                           color=colour, label=label)  # fmt: skip
         xs_all += [x for x, _ in points]
         shown += [r.run_id for _, r in points if r.run_id not in shown]
-    for ax in (ax_g, ax_s):
-        _log_x(ax, xs_all)
-        ax.set_xlabel("request rate (sessions/s)")
-        ax.grid(True, alpha=0.3)
-    ax_g.set_ylabel("requests/s")
-    ax_s.set_ylabel("requests meeting every SLO (%)")
     ax_s.set_ylim(0, 105)
-    _outside_legend(cv.main, ax_g, 1)
-    cv.main.suptitle("Goodput vs request rate")
-    _footnote(cv, shown)
+    _finish(cv, {ax_g: "requests/s", ax_s: "requests meeting every SLO (%)"},
+            "request rate (sessions/s)", xs_all, shown, "Goodput vs request rate")  # fmt: skip
     return ReportFigure(
         id="goodput-vs-request-rate",
         title="Goodput vs request rate",
