@@ -136,9 +136,11 @@ def test_score_contract(engine: str, llama: Any, tf: Any, text: str) -> None:
     assert np.all(rows.nll >= 0) and np.all(np.diff(rows.topk_logprobs, axis=1) <= 0)
     # Row j is position first + j: rescoring a shorter prefix gives the same rows. (A
     # prefix of a multiple of 4 tokens: llama.cpp computes the last n % 4 rows of a batch
-    # with another kernel, up to 0.16 nats apart; see accuracy/llama_cpp.py.)
+    # with another kernel, up to 0.16 nats apart; see accuracy/llama_cpp.py.) A shorter
+    # sequence changes float32 GEMM blocking: CI saw 1.9e-4 nats on transformers. A row
+    # shifted by one position differs by nats, so 1e-3 still tells the rows apart.
     head = source.score(window[: first + 12], first, 5)
-    np.testing.assert_allclose(head.nll, rows.nll[:11], atol=1e-4)
+    np.testing.assert_allclose(head.nll, rows.nll[:11], atol=1e-3)
     # ref_ids: the log-probabilities of given ids, here the row's own top-k.
     again = source.score(window, first, 5, ref_ids=rows.topk_ids)
     np.testing.assert_allclose(again.ref_logprobs, rows.topk_logprobs, atol=1e-5)
@@ -169,8 +171,9 @@ def test_batch_size_does_not_change_scores(engine: str, gguf: Path, text: str) -
     finally:
         whole_source.close()
     # llama.cpp measured bit-identical; transformers' chunked attention differs by
-    # <= 3e-5 nats from one forward (float32 summation order).
-    np.testing.assert_allclose(split.nll, whole.nll, atol=1e-4)
+    # <= 3e-5 nats from one forward here (float32 summation order; CI machines have seen
+    # 2e-4 on other shapes), far under the nats a misplaced chunk would cost.
+    np.testing.assert_allclose(split.nll, whole.nll, atol=1e-3)
     assert np.mean(split.topk_ids[:, 0] == whole.topk_ids[:, 0]) == 1.0
 
 
