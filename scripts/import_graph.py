@@ -24,7 +24,7 @@ The layers, lowest first (a package imports only from its own layer or below):
 8     ``report`` (terminal, HTML, plots, compare's rendering)
 9     ``api`` (prepare -> execute -> assemble -> store), ``api_requests`` (its request
       workloads: checks, server load)
-10    ``accuracy``, ``sweep`` (commands built on api)
+10    ``accuracy``, ``sweep`` (commands built on api), ``archsearch`` (on sweep)
 11    ``cli``
 ====  ===========================================================================
 """
@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "api_requests": 9,
     "accuracy": 10,
     "sweep": 10,
+    "archsearch": 10,
     "cli": 11,
 }
 

@@ -148,6 +148,21 @@ SWEEP = {
                 "probes": [[1024, False, "MemoryError"], [256, True, None], [288, False, "x"]],
             }
         ],
+        "arch_search": {
+            "space": EVIL, "quant": "Q4_0", "engine": "llama.cpp",
+            "targets": [{
+                "target": EVIL,
+                "candidates": [
+                    {"key": k, "n_params": n, "run_ids": [],
+                     "measured": {"decode_ms": d, "prefill_ms": 10 * d, "peak_rss_bytes": n},
+                     "predicted": {"decode_ms": d * 1.1, "prefill_ms": 11 * d}}
+                    for k, n, d in (("a", 10**7, 1.0), ("b", 2 * 10**7, 0.9), ("c", 3 * 10**7, 2.0))
+                ],
+                "fits": {"decode": {"cv_mape": 7.5}},
+                "fronts": {"decode_ms": ["b", "c"], "prefill_ms": ["b", "c"]},
+                "predicted_fronts": {"decode_ms": ["b", "c"]},
+            }],
+        },
     },
 }  # fmt: skip
 

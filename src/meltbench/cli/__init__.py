@@ -1,4 +1,4 @@
-"""Command line: ``meltbench run``, ``sweep``, ``sustain``, ``sensors``, ``eval``,
+"""Command line: ``meltbench run``, ``sweep``, ``arch-search``, ``sustain``, ``sensors``, ``eval``,
 ``quant-study``, ``report``,
 ``compare``, ``results list|show|export``, ``engines``, ``convert``, ``env``.
 
@@ -22,16 +22,17 @@ from meltbench.cli.common import Parser
 __all__ = ["ORDER", "build_parser", "main"]
 
 #: the subcommands, in the order ``meltbench --help`` lists them
-ORDER = ("run", "sweep", "sustain", "devices", "target", "sensors", "eval", "quant-study",
-         "results", "report", "compare", "engines", "convert", "bandwidth", "env")  # fmt: skip
+ORDER = ("run", "sweep", "arch-search", "sustain", "devices", "target", "sensors", "eval",
+         "quant-study", "results", "report", "compare", "engines", "convert", "bandwidth",
+         "env")  # fmt: skip
 
 
 def _commands() -> dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]]:
     """Every subcommand: name -> (add its parser, handle it), one module per role."""
-    from meltbench.cli import compare, evaluate, machine, models, results, run, sweep
+    from meltbench.cli import archsearch, compare, evaluate, machine, models, results, run, sweep
 
     table: dict[str, Any] = {}
-    for module in (run, sweep, evaluate, results, compare, machine, models):
+    for module in (run, sweep, archsearch, evaluate, results, compare, machine, models):
         table.update(module.COMMANDS)
     return {name: table[name] for name in ORDER}
 

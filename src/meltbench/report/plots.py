@@ -24,6 +24,9 @@ id                       what it shows
                          document length, one line per model and engine
 ``goodput-vs-request-rate`` server load: request throughput, goodput and SLO attainment
                          against the arrival rate, one line per server and concurrency
+``arch-pareto``          ``meltbench arch-search``: decode ms/token, prefill ms and peak
+                         RSS against exact parameter count per target, measured points,
+                         the latency model's predictions and both Pareto fronts
 ======================== ===============================================================
 
 Energy, temperature and accuracy metrics are stored with the runs that measured them but
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.report.figure_base import ReportFigure
+from meltbench.report.plots_archsearch import arch_pareto_figure
 from meltbench.report.plots_context import context_memory_figure, context_throughput_figure
 from meltbench.report.plots_quant import quantization_figure
 from meltbench.report.plots_roofline import decode_roofline_figure
@@ -61,6 +65,7 @@ __all__ = [
     "PLOT_IDS",
     "PLOT_NEEDS",
     "ReportFigure",
+    "arch_pareto_figure",
     "build_figures",
     "context_memory_figure",
     "context_throughput_figure",
@@ -83,6 +88,7 @@ PLOT_IDS = (
     "decode-roofline",
     "ttft-vs-document-length",
     "goodput-vs-request-rate",
+    "arch-pareto",
 )
 
 #: What each figure needs from the data (shown in the report when a figure is absent).
@@ -99,6 +105,7 @@ PLOT_NEEDS: dict[str, str] = {
     "ttft-vs-document-length": "document-workload runs of one model and engine at >= 2 "
     "--doc-tokens",
     "goodput-vs-request-rate": "request-workload runs of one server at >= 2 --request-rate",
+    "arch-pareto": "the last sweep of a meltbench arch-search (report --sweep ID)",
 }
 
 #: Quantities the report does not plot, keyed by name -> the metric names that show
@@ -121,7 +128,7 @@ def build_figures(
             ``{"scaling": [...], "max_context": [...]}``), or None.
 
     Returns:
-        Zero to eight :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy,
+        Zero to nine :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy,
         temperature and accuracy are not plotted yet (:data:`NOT_PLOTTED`).
 
     Raises:
@@ -140,6 +147,7 @@ def build_figures(
         decode_roofline_figure(results),
         document_length_figure(results),
         goodput_rate_figure(results),
+        arch_pareto_figure(analysis),
     ]
     return [f for f in made if f is not None]
 
