@@ -18,7 +18,7 @@ from meltbench.archsearch.latency_model import (
 from meltbench.archsearch.materialize import gguf_tensors, hf_config
 from meltbench.archsearch.params import count_params
 from meltbench.archsearch.pareto import pareto_front
-from meltbench.archsearch.search import Candidate, TargetSearch, _ranks, choose_initial, spread
+from meltbench.archsearch.search import Candidate, TargetSearch, choose_initial, spread
 from meltbench.archsearch.space import Shape, load_space, parse_budget, parse_count
 from meltbench.errors import UsageError
 
@@ -235,7 +235,6 @@ def test_fronts_of_a_target_search() -> None:
         ts.candidates[s.key].predicted["decode_ms"] = ms
     assert ts.front("decode_ms") == [b.key]  # c never measured; b beats a
     assert ts.front("decode_ms", predicted=True) == [a.key, b.key, c.key]
-    assert _ranks([3.0, 1.0, 2.0, 1.0]) == [4.0, 1.5, 3.0, 1.5]
 
 
 def test_spread_takes_both_ends_and_even_positions() -> None:

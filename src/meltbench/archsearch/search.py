@@ -32,6 +32,7 @@ from meltbench.archsearch.pareto import pareto_front
 from meltbench.archsearch.space import SearchSpace, Shape
 from meltbench.errors import UsageError
 from meltbench.results.schema import RunResult
+from meltbench.results.significance import midranks
 from meltbench.sweep.experiment import Experiment, Point, expand, order_points
 
 __all__ = [
@@ -327,27 +328,12 @@ def compare_fronts(a: TargetSearch, b: TargetSearch, objective: str = "decode_ms
     ]
     rho = None
     if len(shared) >= 3:
-        ra = _ranks([a.candidates[k].measured[objective] for k in shared])
-        rb = _ranks([b.candidates[k].measured[objective] for k in shared])
+        ra = midranks([a.candidates[k].measured[objective] for k in shared])
+        rb = midranks([b.candidates[k].measured[objective] for k in shared])
         rho = _pearson(ra, rb)
     return {"objective": objective, "targets": [a.target, b.target], "front_a": fa,
             "front_b": fb, "both": [k for k in fa if k in fb], "spearman": rho,
             "n": len(shared)}  # fmt: skip
-
-
-def _ranks(values: list[float]) -> list[float]:
-    """Average ranks (ties share the mean rank), 1-based."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for m in range(i, j + 1):
-            ranks[order[m]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
 
 
 def _pearson(x: list[float], y: list[float]) -> float | None:

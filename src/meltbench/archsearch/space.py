@@ -44,7 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
-from meltbench.sweep.experiment import Experiment, _Located, _node_lines, parse_experiment
+from meltbench.sweep.experiment import (
+    Experiment,
+    _Located,
+    parse_experiment,
+    read_yaml,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -337,21 +342,9 @@ def load_space(path: str | Path) -> SearchSpace:
         UsageError: missing/unreadable file, invalid YAML (with its line) or an invalid
             field (``file:line: field: problem``).
     """
-    import yaml
-
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read search space {p}: {exc.strerror or exc}") from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise UsageError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    space = parse_space(data, str(p), _node_lines(node) if node is not None else {})
+    text, data, lines = read_yaml(p, "search space")
+    space = parse_space(data, str(p), lines)
     space.source = p.resolve()
     space.text_sha256 = hashlib.sha256(text.encode()).hexdigest()
     return space

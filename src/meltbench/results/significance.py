@@ -48,6 +48,7 @@ __all__ = [
     "compare_metric",
     "mann_whitney_u",
     "metric_direction",
+    "midranks",
     "verdict",
 ]
 
@@ -77,7 +78,7 @@ class MannWhitneyResult:
     method: Literal["exact", "normal"]
 
 
-def _midranks(values: Sequence[float]) -> list[float]:
+def midranks(values: Sequence[float]) -> list[float]:
     """Ranks 1..N of ``values``, tied values sharing the mean of their ranks."""
     order = sorted(range(len(values)), key=lambda i: values[i])
     ranks = [0.0] * len(values)
@@ -146,7 +147,7 @@ def mann_whitney_u(
     if method not in ("auto", "exact", "normal"):
         raise ValueError(f"unknown method {method!r}; use auto, exact or normal")
     pooled = [float(v) for v in x] + [float(v) for v in y]
-    ranks = _midranks(pooled)
+    ranks = midranks(pooled)
     rank_sum_x = math.fsum(ranks[:n1])
     u = rank_sum_x - n1 * (n1 + 1) / 2.0
     if method == "auto":

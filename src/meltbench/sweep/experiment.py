@@ -45,6 +45,7 @@ __all__ = [
     "load_experiment",
     "order_points",
     "parse_size",
+    "read_yaml",
 ]
 
 STR_AXES = tuple(a for a in SWEEP_AXES if a not in INT_AXES)
@@ -283,12 +284,12 @@ def _search(value: Any, loc: _Located) -> dict[str, Any] | None:
     return out
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment YAML file.
+def read_yaml(path: str | Path, what: str) -> tuple[str, Any, dict[tuple[Any, ...], int]]:
+    """``(text, data, lines)`` of a YAML file: its text, the loaded data, and the line of
+    every node by path (for ``file:line: field`` errors).
 
     Raises:
-        UsageError: missing/unreadable file, invalid YAML (with its line), or an invalid
-            field (``file:line: field: problem``).
+        UsageError: ``cannot read {what} PATH: why``, or ``PATH:LINE: invalid YAML: ...``.
     """
     import yaml
 
@@ -296,7 +297,7 @@ def load_experiment(path: str | Path) -> Experiment:
     try:
         text = p.read_text()
     except OSError as exc:
-        raise UsageError(f"cannot read experiment file {p}: {exc.strerror}") from exc
+        raise UsageError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -305,7 +306,18 @@ def load_experiment(path: str | Path) -> Experiment:
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UsageError(f"{where}: invalid YAML: {problem}") from None
-    lines = _node_lines(node) if node is not None else {}
+    return text, data, _node_lines(node) if node is not None else {}
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML file.
+
+    Raises:
+        UsageError: missing/unreadable file, invalid YAML (with its line), or an invalid
+            field (``file:line: field: problem``).
+    """
+    p = Path(path)
+    text, data, lines = read_yaml(p, "experiment file")
     exp = parse_experiment(data, str(p), lines)
     exp.source = p.resolve()
     exp.text_sha256 = hashlib.sha256(text.encode()).hexdigest()
