@@ -24,7 +24,7 @@ The layers, lowest first (a package imports only from its own layer or below):
 8     ``report`` (terminal, HTML, plots, compare's rendering)
 9     ``api`` (prepare -> execute -> assemble -> store), ``api_requests`` (its request
       workloads: checks, server load)
-10    ``accuracy``, ``sweep`` (commands built on api), ``archsearch`` (on sweep)
+10    ``accuracy``, ``sweep`` (commands built on api), ``archsearch``, ``lab`` (on sweep)
 11    ``cli``
 ====  ===========================================================================
 """
@@ -63,6 +63,7 @@ LAYERS: dict[str, int] = {
     "accuracy": 10,
     "sweep": 10,
     "archsearch": 10,
+    "lab": 10,
     "cli": 11,
 }
 

@@ -175,7 +175,7 @@ def test_help_is_light_and_console_script_installed():
     probe = (
         "import sys, meltbench, meltbench.cli; meltbench.cli.build_parser(); "
         "heavy = [m for m in ('llama_cpp', 'numpy', 'torch', 'pydantic', 'rich', 'gguf', "
-        "'matplotlib', 'pandas', 'yaml') "
+        "'matplotlib', 'pandas', 'yaml', 'ray') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)

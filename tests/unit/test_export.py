@@ -111,3 +111,12 @@ def test_parquet_and_load_results_round_trip(tmp_path):
     back = pd.read_parquet(tmp_path / "r.parquet")
     assert list(back["run_id"]) == [r.run_id for r in runs]
     assert back["prefill_tps_mean"].iloc[0] == pytest.approx(400.0)
+
+
+def test_a_target_column_only_when_runs_come_from_several_targets():
+    one = export([make_result(), make_result()], "md").splitlines()[0]
+    assert "| target |" not in one
+    pi = make_result().model_copy(update={"target": "pi5"})
+    lines = export([make_result(), pi], "md").splitlines()
+    assert lines[0].startswith("| model | size | params | engine | target | threads |")
+    assert "| local |" in lines[2] and "| pi5 |" in lines[4]

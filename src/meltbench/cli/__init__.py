@@ -1,5 +1,5 @@
-"""Command line: ``meltbench run``, ``sweep``, ``arch-search``, ``sustain``, ``sensors``, ``eval``,
-``quant-study``, ``report``,
+"""Command line: ``meltbench run``, ``sweep``, ``lab``, ``arch-search``, ``sustain``, ``sensors``,
+``eval``, ``quant-study``, ``report``,
 ``compare``, ``results list|show|export``, ``engines``, ``convert``, ``env``.
 
 Exit codes: 0 success; 1 a run failed (it is stored as failed, with its cause); 2 bad
@@ -22,17 +22,27 @@ from meltbench.cli.common import Parser
 __all__ = ["ORDER", "build_parser", "main"]
 
 #: the subcommands, in the order ``meltbench --help`` lists them
-ORDER = ("run", "sweep", "arch-search", "sustain", "devices", "target", "sensors", "eval",
+ORDER = ("run", "sweep", "lab", "arch-search", "sustain", "devices", "target", "sensors", "eval",
          "quant-study", "results", "report", "compare", "engines", "convert", "bandwidth",
          "env")  # fmt: skip
 
 
 def _commands() -> dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]]:
     """Every subcommand: name -> (add its parser, handle it), one module per role."""
-    from meltbench.cli import archsearch, compare, evaluate, machine, models, results, run, sweep
+    from meltbench.cli import (
+        archsearch,
+        compare,
+        evaluate,
+        lab,
+        machine,
+        models,
+        results,
+        run,
+        sweep,
+    )
 
     table: dict[str, Any] = {}
-    for module in (run, sweep, archsearch, evaluate, results, compare, machine, models):
+    for module in (run, sweep, lab, archsearch, evaluate, results, compare, machine, models):
         table.update(module.COMMANDS)
     return {name: table[name] for name in ORDER}
 

@@ -103,8 +103,12 @@ def _threads(result: RunResult) -> str:
 def bench_columns(results: list[RunResult] | tuple[RunResult, ...]) -> tuple[str, ...]:
     """:data:`BENCH_COLUMNS`, plus :data:`SENSOR_COLUMNS` when any run measured energy
     or temperature (so machines without sensors get llama-bench's familiar table), plus
-    :data:`ROOFLINE_COLUMNS` when any run knows its KV cache size or decode efficiency."""
+    :data:`ROOFLINE_COLUMNS` when any run knows its KV cache size or decode efficiency; a
+    ``target`` column after ``engine`` when the runs come from more than one target."""
     columns = BENCH_COLUMNS
+    if len({r.target for r in results}) > 1:  # a lab or multi-target sweep: say where
+        i = columns.index("engine") + 1
+        columns = (*columns[:i], "target", *columns[i:])
     names = ("j_per_token_prefill", "j_per_token_decode", "temp_max_c")
     if any(n in r.metrics for r in results for n in names):
         columns += SENSOR_COLUMNS
@@ -130,6 +134,7 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "size": format_bytes(model.get("size_bytes")),
         "params": format_params(model.get("n_params") or result.engine.get("n_params")),
         "engine": str(result.engine.get("name", result.spec.engine.name)),
+        "target": result.target,
         "threads": _threads(result),
         "peak RSS": format_bytes(result.memory.get("peak_rss_bytes"))
         + (" (client)" if result.engine.get("device") == "remote" else ""),
@@ -167,7 +172,7 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
     if not result.ok:
         for row in rows:
             row["t/s"] = (row["t/s"] + " " if row["t/s"] else "") + "FAILED"
-    columns = BENCH_COLUMNS + SENSOR_COLUMNS + ROOFLINE_COLUMNS
+    columns = (*BENCH_COLUMNS, "target", *SENSOR_COLUMNS, *ROOFLINE_COLUMNS)
     return [{col: row.get(col, "") for col in columns} for row in rows]
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_RATES",
     "SweepOutcome",
     "estimate_seconds",
+    "open_sweep",
     "point_options",
     "prepare_points",
     "run_sweep",
@@ -153,11 +154,23 @@ class SweepOutcome:
     analysis: dict[str, Any] = field(default_factory=dict)
 
 
-def _open_sweep(
-    store: ResultStore, exp: Experiment, points: list[Point], resume: str | bool
+def open_sweep(
+    store: ResultStore,
+    *,
+    name: str,
+    source: str | None,
+    source_sha256: str | None,
+    planned: list[dict[str, Any]],
+    settings: dict[str, Any],
+    resume: str | bool,
+    what: str = "sweep",
 ) -> tuple[str, bool]:
-    """(sweep_id, resumed) for this invocation; checks a resumed file is unchanged."""
-    source = str(exp.source) if exp.source else None
+    """(sweep_id, resumed): a new sweep row, or the one to resume after checking that its
+    file is unchanged and its planned points (``{"key", "params"}`` dicts) are the same.
+
+    Raises:
+        UsageError: nothing to resume, a changed file, or different points.
+    """
     if resume:
         sweep = (
             store.get_sweep(resume)
@@ -166,30 +179,23 @@ def _open_sweep(
         )
         if sweep is None:
             raise UsageError(
-                f"no sweep of {source or 'this experiment'} to resume in {store.path}; "
+                f"no {what} of {source or 'this experiment'} to resume in {store.path}; "
                 "run without --resume to start one"
             )
-        if source and sweep["source"] == source and sweep["source_sha256"] != exp.text_sha256:
+        if source and sweep["source"] == source and sweep["source_sha256"] != source_sha256:
             raise UsageError(
-                f"{source} changed since sweep {sweep['sweep_id'][:12]} started; restore it, "
-                "or run without --resume to start a new sweep"
+                f"{source} changed since {what} {sweep['sweep_id'][:12]} started; restore it, "
+                "or run without --resume to start a new one"
             )
-        planned = {p["key"] for p in sweep["points"]}
-        if planned != {p.key for p in points}:
+        if {p["key"] for p in sweep["points"]} != {p["key"] for p in planned}:
             raise UsageError(
-                f"the points differ from those of sweep {sweep['sweep_id'][:12]}; run "
-                "without --resume to start a new sweep"
+                f"the points differ from those of {what} {sweep['sweep_id'][:12]}; run "
+                "without --resume to start a new one"
             )
         return str(sweep["sweep_id"]), True
     sweep_id = uuid.uuid4().hex
     store.create_sweep(
-        sweep_id,
-        exp.name,
-        utc_now(),
-        [{"key": p.key, "params": p.params} for p in points],
-        exp.settings,
-        source=source,
-        source_sha256=exp.text_sha256,
+        sweep_id, name, utc_now(), planned, settings, source=source, source_sha256=source_sha256
     )
     return sweep_id, False
 
@@ -256,7 +262,15 @@ def run_sweep(
         RunInterrupted: on Ctrl-C (the interrupted point is not stored; resume reruns it).
     """
     with ResultStore(db) as store:
-        sweep_id, _ = _open_sweep(store, exp, points, resume)
+        sweep_id, _ = open_sweep(
+            store,
+            name=exp.name,
+            source=str(exp.source) if exp.source else None,
+            source_sha256=exp.text_sha256,
+            planned=[{"key": p.key, "params": p.params} for p in points],
+            settings=exp.settings,
+            resume=resume,
+        )
         outcome = SweepOutcome(sweep_id=sweep_id)
         done = store.sweep_points_done(sweep_id)
         cool = _point_cooldown(exp.settings, prepared)

@@ -136,6 +136,7 @@ class Experiment:
     settings: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
     text_sha256: str | None = None
+    extra_axes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -197,7 +198,9 @@ def _axis_values(key: str, value: Any, loc: _Located, path: tuple[Any, ...]) -> 
     return list(dict.fromkeys(out))
 
 
-def _rules(name: str, value: Any, loc: _Located) -> list[dict[str, list[Any]]]:
+def _rules(
+    name: str, value: Any, loc: _Located, axes: tuple[str, ...] = AXES
+) -> list[dict[str, list[Any]]]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -208,15 +211,23 @@ def _rules(name: str, value: Any, loc: _Located) -> list[dict[str, list[Any]]]:
             raise loc.error((name, i), "expected a mapping of parameters, e.g. {engine: mlx}")
         parsed = {}
         for k, v in rule.items():
-            if k not in AXES:
-                raise loc.error((name, i, k), f"unknown parameter; use one of: {', '.join(AXES)}")
+            if k not in axes:
+                raise loc.error((name, i, k), f"unknown parameter; use one of: {', '.join(axes)}")
             parsed[k] = _axis_values(k, v, loc, (name, i, k))
         rules.append(parsed)
     return rules
 
 
-def parse_experiment(data: Any, source: str, lines: dict[tuple[Any, ...], int]) -> Experiment:
+def parse_experiment(
+    data: Any,
+    source: str,
+    lines: dict[tuple[Any, ...], int],
+    extra_axes: tuple[str, ...] = (),
+) -> Experiment:
     """Validate a loaded YAML mapping; ``lines`` maps paths to line numbers.
+
+    ``extra_axes`` are string parameters a command adds to the run parameters (``meltbench
+    lab``'s ``devices``): they expand, include and exclude like the others.
 
     Raises:
         UsageError: ``file:line: field: problem`` for the first problem found.
@@ -226,8 +237,9 @@ def parse_experiment(data: Any, source: str, lines: dict[tuple[Any, ...], int]) 
         raise loc.error((), "an experiment is a mapping of parameters (e.g. n_prompt: [128, 512])")
     axes: dict[str, list[Any]] = {}
     settings: dict[str, Any] = {}
+    all_axes = (*AXES, *extra_axes)
     for key, value in data.items():
-        if key in AXES:
+        if key in all_axes:
             axes[key] = _axis_values(key, value, loc, (key,))
         elif key not in _SETTINGS:
             raise loc.error(
@@ -258,10 +270,10 @@ def parse_experiment(data: Any, source: str, lines: dict[tuple[Any, ...], int]) 
             settings["memory_limit_bytes"] = parse_size(data["memory_limit"])
         except UsageError as exc:
             raise loc.error(("memory_limit",), str(exc).split(": ", 1)[-1]) from None
-    settings["include"] = _rules("include", data.get("include"), loc)
-    settings["exclude"] = _rules("exclude", data.get("exclude"), loc)
+    settings["include"] = _rules("include", data.get("include"), loc, all_axes)
+    settings["exclude"] = _rules("exclude", data.get("exclude"), loc, all_axes)
     settings["search"] = _search(data.get("search"), loc)
-    return Experiment(axes=axes, settings=settings)
+    return Experiment(axes=axes, settings=settings, extra_axes=tuple(extra_axes))
 
 
 def _search(value: Any, loc: _Located) -> dict[str, Any] | None:
@@ -309,8 +321,9 @@ def read_yaml(path: str | Path, what: str) -> tuple[str, Any, dict[tuple[Any, ..
     return text, data, _node_lines(node) if node is not None else {}
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment YAML file.
+def load_experiment(path: str | Path, extra_axes: tuple[str, ...] = ()) -> Experiment:
+    """Read and validate an experiment YAML file (``extra_axes``: see
+    :func:`parse_experiment`).
 
     Raises:
         UsageError: missing/unreadable file, invalid YAML (with its line), or an invalid
@@ -318,7 +331,7 @@ def load_experiment(path: str | Path) -> Experiment:
     """
     p = Path(path)
     text, data, lines = read_yaml(p, "experiment file")
-    exp = parse_experiment(data, str(p), lines)
+    exp = parse_experiment(data, str(p), lines, extra_axes)
     exp.source = p.resolve()
     exp.text_sha256 = hashlib.sha256(text.encode()).hexdigest()
     return exp
@@ -333,7 +346,7 @@ def expand(exp: Experiment) -> list[Point]:
 
     With no axes at all, one point with every default.
     """
-    names = [a for a in AXES if a in exp.axes]
+    names = [a for a in (*AXES, *exp.extra_axes) if a in exp.axes]
     points: list[Point] = []
     seen: set[str] = set()
     for combo in itertools.product(*(exp.axes[n] for n in names)):

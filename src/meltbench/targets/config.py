@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_SSH_PORT",
     "TargetSpec",
+    "check_target_entry",
     "configure",
     "default_targets_file",
     "load_targets_file",
@@ -242,21 +243,34 @@ def load_targets_file(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]
             )
         if isinstance(entry, str):
             entry = {"url": entry}
-        if not isinstance(entry, dict) or not entry.get("url"):
+        if not isinstance(entry, dict):
             raise UsageError(f"targets file {path}: target {name!r} needs a 'url: ssh://...'")
-        if "password" in entry:
-            raise UsageError(
-                f"targets file {path}: target {name!r}: passwords are not read from files; "
-                "use a key (identity_file) or password_env: VARIABLE_NAME"
-            )
-        unknown = sorted(set(entry) - _FILE_KEYS)
-        if unknown:
-            raise UsageError(
-                f"targets file {path}: target {name!r} has unknown key(s) "
-                f"{', '.join(unknown)}; allowed: {', '.join(sorted(_FILE_KEYS))}"
-            )
+        check_target_entry(entry, f"targets file {path}: target {name!r}: ")
         out[name] = dict(entry)
     return out
+
+
+def check_target_entry(entry: dict[str, Any], where: str) -> None:
+    """Check one targets-file entry: a ``url``, no password, only known keys.
+
+    Args:
+        where: the prefix of error messages (``"targets file F: target 'pi': "``).
+
+    Raises:
+        UsageError: what is wrong, naming the fix.
+    """
+    if not entry.get("url"):
+        raise UsageError(f"{where}needs a 'url: ssh://...' (or local, adb://SERIAL)")
+    if "password" in entry:
+        raise UsageError(
+            f"{where}passwords are not read from files; use a key (identity_file) or "
+            "password_env: VARIABLE_NAME"
+        )
+    unknown = sorted(set(entry) - _FILE_KEYS)
+    if unknown:
+        raise UsageError(
+            f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FILE_KEYS))}"
+        )
 
 
 def _from_entry(name: str, entry: dict[str, Any], source: Path) -> TargetSpec:
