@@ -152,8 +152,8 @@ def plan_pairs(exp: Experiment, lab: Lab, only: list[str] | None = None) -> list
             engine_options = {**(options.get("engine_options") or {}), **device.engine_options}
             options["engine_options"] = engine_options or None
             pairs.append(Pair(base, device, key, options, params.get("quant")))
-    targets_file = _write_targets(lab)
-    configure(targets_file=targets_file)
+    # the devices as a targets file, so that a run's ``target`` is the device's name
+    configure(targets_file=write_targets_file(lab.targets()))
     checked: list[Pair] = []
     for pair in pairs:
         try:
@@ -186,12 +186,6 @@ def _excludes(rule: dict[str, list[Any]], params: dict[str, Any], device: LabDev
 
 def _with_reason(pair: Pair, reason: str) -> Pair:
     return Pair(pair.point, pair.device, pair.key, pair.options, pair.quant, reason)
-
-
-def _write_targets(lab: Lab) -> Path:
-    """The lab's devices as a targets file (in a private temporary directory), so that a
-    run's ``target`` is the device name."""
-    return write_targets_file(lab.targets())
 
 
 def write_targets_file(entries: dict[str, dict[str, Any]]) -> Path:
