@@ -17,7 +17,7 @@ The layers, lowest first (a package imports only from its own layer or below):
 1     ``registry``, ``config`` (specs), ``environment``
 2     ``sensors``, ``workloads``, ``models`` (reading the world: hardware, prompts, files)
 3     ``measure`` (pure analysis: timing, stats, energy, roofline, scaling, ...)
-4     ``engines``
+4     ``engines``, ``forward`` (single-pass tasks: encoders and vision models)
 5     ``harness`` (process handling: worker, runner, measurement, agent)
 6     ``results`` (schema, store, identity, compare's statistics and matching)
 7     ``targets`` (local, ssh, adb transports; remote runs)
@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     "models": 2,
     "measure": 3,
     "engines": 4,
+    "forward": 4,
     "harness": 5,
     "results": 6,
     "targets": 7,
