@@ -247,7 +247,11 @@ def test_temperature_and_series_are_recorded(rapl_run):
     # readings span the whole worker: from before loading to after the last token
     assert series["t_ns"][0] < result.repetitions[0].t_start_ns
     assert series["t_ns"][-1] > result.repetitions[-1].token_ns[-1]
-    assert result.sensors["achieved_hz"] == pytest.approx(50, rel=0.2)
+    # the achieved rate is the series' own: rows over span. Absolute deadlines never run
+    # ahead of the asked 50 Hz; a loaded machine may run behind, which the rate records.
+    t = series["t_ns"]
+    assert result.sensors["achieved_hz"] == pytest.approx((len(t) - 1) * 1e9 / (t[-1] - t[0]))
+    assert 0 < result.sensors["achieved_hz"] <= 50 * 1.05
 
 
 def test_stored_run_keeps_energy_metrics(rapl_run, tmp_path):
