@@ -84,6 +84,49 @@ def make_result(status: str = "ok", n_reps: int = 3, **overrides):
     return RunResult(**fields)
 
 
+def make_forward_result(batch: int, pass_ms: list[float], engine: str = "torch",
+                        max_abs_diff: float = 0.0, match: bool = True, **overrides):  # fmt: skip
+    """A forward run (``--task encode``, bert-tiny, seq_len 16) built by hand: a warmup
+    pass of 2 x ``pass_ms[0]`` then one timed pass per ``pass_ms`` entry (ms, exact), its
+    metrics from :func:`meltbench.forward.analysis.pass_metrics`."""
+    from meltbench.config import RunSpec
+    from meltbench.forward.analysis import pass_metrics
+    from meltbench.measure.stats import summarize
+    from meltbench.results.schema import Repetition
+
+    spec = RunSpec.model_validate(
+        {"model": {"ref": "bert-tiny", "weights": "random"}, "engine": {"name": engine},
+         "workload": {"task": "encode", "batch_size": batch, "seq_len": 16,
+                      "reps": len(pass_ms)}}
+    )  # fmt: skip
+    reps, t = [], 1_000_000_000
+    for i, ms in enumerate([2 * pass_ms[0], *pass_ms]):
+        end = t + round(ms * 1e6)
+        reps.append({"index": i, "kind": "warmup" if i == 0 else "timed", "t_start_ns": t,
+                     "t_end_ns": end, "token_ns": [], "tokens": []})  # fmt: skip
+        t = end + 1000
+    samples, cold = pass_metrics(reps, batch)
+    check = {"max_abs_diff": max_abs_diff, "tolerance_ratio": max_abs_diff / 1e-4,
+             "atol": 1e-4, "rtol": 1e-3, "match": match,
+             "reason": None if match else "output 'last_hidden_state' differs",
+             "per_output": {}}  # fmt: skip
+    fields = dict(
+        spec=spec,
+        test=spec.workload.label,
+        settings={"threads": 2, "seed": 0, "options": {}},
+        model={"name": "bert-tiny", "n_params": 4_385_920},
+        engine={"name": engine, "version": "2.14.1", "threads": 2},
+        metrics={k: summarize(v) for k, v in samples.items()},
+        cold=cold,
+        fidelity={},
+        warnings=[],
+        repetitions=[Repetition.model_validate(r) for r in reps],
+        forward={"task": "encode", "items_per_pass": batch, "output_check": check},
+    )
+    fields.update(overrides)
+    return make_result(**fields)
+
+
 def wikitext_test_path() -> Path:
     """The WikiText-2 test split (SPEC.md: ``../shared/data/wikitext-2/test.txt``).
 

@@ -85,6 +85,9 @@ def build_spec(flags: dict[str, str] | None = None, **options: Any) -> RunSpec:
             nested.setdefault(section, {})[name] = value
         else:
             raise UsageError(f"unknown run option {key!r}; use one of: {', '.join(FLAT_FIELDS)}")
+    from meltbench.forward.run import forward_defaults
+
+    forward_defaults(nested)
     workload = nested.get("workload", {})
     if workload.get("kind", "synthetic") != "synthetic" and "reps" not in workload:
         workload["reps"] = 1  # a request workload's reps are passes over its whole set
@@ -104,6 +107,8 @@ class PreparedRun:
         model: the resolved model file and its header facts.
         settings: the engine settings actually used (defaults filled in).
         requests: a request workload's requests (None for synthetic pp/tg).
+        forward: a forward task's build request (:func:`meltbench.forward.run.build_request`;
+            None for text generation).
     """
 
     spec: RunSpec
@@ -111,6 +116,7 @@ class PreparedRun:
     model: ResolvedModel
     settings: EngineSettings
     requests: RequestSet | None = None
+    forward: dict[str, Any] | None = None
 
     def job(self) -> dict[str, Any]:
         """The JSON job handed to the worker."""
@@ -122,6 +128,7 @@ class PreparedRun:
             "workload": self.spec.workload.model_dump(),
             "profile": self.spec.profile,
             "requests": None if self.requests is None else self.requests.to_dict(),
+            "forward": self.forward,
         }
 
 
@@ -135,6 +142,8 @@ def prepare(spec: RunSpec) -> PreparedRun:
     """
     from meltbench.environment import physical_cores
 
+    if spec.workload.forward:
+        return _prepare_forward(spec)
     engine_cls = ENGINES.load(spec.engine.name)
     engine_name = engine_cls.name
     kind = target_kind(spec.target)
@@ -195,6 +204,35 @@ def prepare(spec: RunSpec) -> PreparedRun:
     )
     return PreparedRun(
         spec=spec, engine=engine_name, model=model, settings=settings, requests=requests
+    )
+
+
+def _prepare_forward(spec: RunSpec) -> PreparedRun:
+    """:func:`prepare` for ``--task encode|classify`` (:mod:`meltbench.forward`)."""
+    from meltbench.environment import physical_cores
+    from meltbench.forward.run import prepare_forward
+    from meltbench.registry import FORWARD_ENGINES
+
+    engine_cls = FORWARD_ENGINES.load(spec.engine.name)
+    if engine_cls.missing_requirements():
+        missing = ", ".join(engine_cls.missing_requirements())
+        raise UsageError(
+            f"engine {engine_cls.name!r} needs {missing}, which is not installed; "
+            f"{engine_cls.install_hint}"
+        )
+    info, request = prepare_forward(spec, engine_cls)
+    threads = spec.engine.threads or physical_cores()
+    request["threads"] = threads
+    settings = EngineSettings(threads=threads, n_ctx=0, batch=spec.workload.batch_size,
+                              ubatch=spec.workload.batch_size, seed=spec.workload.seed,
+                              dtype="float32", device="cpu",
+                              options=dict(spec.engine.options))  # fmt: skip
+    path = info.get("path")
+    model = ResolvedModel(ref=spec.model.ref, alias=None, format="forward",
+                          path=Path(path) if path else None, info=info)  # fmt: skip
+    _check_sensor_settings(spec)
+    return PreparedRun(
+        spec=spec, engine=engine_cls.name, model=model, settings=settings, forward=request
     )
 
 
@@ -291,6 +329,11 @@ def execute(
         job["sustain"] = {"duration_s": sustain_s}
     kind = target_kind(spec.target)
     bandwidth = None
+    if prepared.forward is not None:  # local only (prepare refuses other targets)
+        from meltbench.harness.measurement import measure
+        from meltbench.results.forward_run import forward_result
+
+        return forward_result(prepared, measure(job, run_settings, on_event))
     if kind != "adb" and prepared.model.format == "gguf":
         bandwidth = known_bandwidth(spec.target)
         if bandwidth is None:  # measured once per target, after this run's worker

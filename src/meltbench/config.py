@@ -123,6 +123,12 @@ class WorkloadSpec(_Frozen):
             process, vLLM's ``--burstiness``); how many sessions to send (the set cycled
             or cut); when to stop starting sessions, s; goodput's SLOs
             (``ttft_ms=500,tpot_ms=50``, :func:`meltbench.measure.goodput.parse_slo`).
+        task: ``generate`` (all of the above), or a forward task of
+            :mod:`meltbench.forward`: ``encode`` (``batch_size`` sequences of ``seq_len``
+            seeded token ids through an encoder) or ``classify`` (``batch_size`` seeded
+            images of ``resolution`` x ``resolution`` pixels through a vision model;
+            None: the model's own resolution). ``reps`` and ``warmup`` count forward
+            passes; the n_prompt/n_gen/request fields do not apply.
     """
 
     n_prompt: int = Field(default=default("n_prompt"), ge=1)
@@ -146,6 +152,15 @@ class WorkloadSpec(_Frozen):
     num_requests: int | None = Field(default=None, ge=1)
     duration_s: float | None = Field(default=None, gt=0)
     slo: str | None = None
+    task: Literal["generate", "encode", "classify"] = default("task")
+    batch_size: int = Field(default=default("batch_size"), ge=1)
+    seq_len: int = Field(default=default("seq_len"), ge=1)
+    resolution: int | None = Field(default=None, ge=1)
+
+    @property
+    def forward(self) -> bool:
+        """True for a forward task (``encode``, ``classify``): one pass per repetition."""
+        return self.task != "generate"
 
     @property
     def requests(self) -> bool:
@@ -171,7 +186,14 @@ class WorkloadSpec(_Frozen):
     @property
     def label(self) -> str:
         """llama-bench test label, e.g. ``pp512+tg128`` or ``pp512+tg128@d4096``; a
-        request workload's is its kind (the run's ``test`` names the set and version)."""
+        request workload's is its kind (the run's ``test`` names the set and version); a
+        forward task's ``encode-b{batch}-s{seq_len}`` or ``classify-b{batch}-r{resolution}``."""
+        if self.task == "encode":
+            return f"encode-b{self.batch_size}-s{self.seq_len}"
+        if self.task == "classify":
+            return f"classify-b{self.batch_size}" + (
+                f"-r{self.resolution}" if self.resolution else ""
+            )
         if self.requests:
             return self.kind
         label = f"pp{self.n_prompt}+tg{self.n_gen}"
@@ -263,6 +285,13 @@ class RunSpec(_Frozen):
 
     @model_validator(mode="after")
     def _ctx_fits_workload(self) -> RunSpec:
+        if self.workload.forward:
+            if self.workload.requests:
+                raise ValueError(
+                    f"--task {self.workload.task} feeds synthetic inputs; drop --workload "
+                    f"{self.workload.kind}"
+                )
+            return self  # no KV cache: a forward pass has no context size
         need = self.workload.n_ctx_needed
         if self.workload.kind in ("conversation", "app"):
             return self  # their prompt lengths are known once templated (checked per turn)

@@ -68,6 +68,31 @@ _ENTRIES = (
     # -- timing (meltbench.measure.timing, meltbench.measure.analysis)
     _m("load_ms", "ms", -1, "run", "model load, from engine init to ready", "meltbench"),
     _m(
+        "latency_ms",
+        "ms",
+        -1,
+        "request",
+        "forward task: one forward pass over the batch, from NumPy inputs handed to the engine "
+        "to NumPy outputs back on the host",
+        "meltbench.forward.analysis",
+    ),
+    _m(
+        "throughput_items_per_s",
+        "items/s",
+        1,
+        "request",
+        "forward task: batch size / latency of the pass (sequences or images per second)",
+        "meltbench.forward.analysis",
+    ),
+    _m(
+        "j_per_item",
+        "J",
+        -1,
+        "run",
+        "forward task: energy of the window spanning every timed pass / items in those passes",
+        _ZEUS,
+    ),
+    _m(
         "ttft_ms",
         "ms",
         -1,
@@ -397,11 +422,11 @@ _ENTRIES = (
 CATALOGUE: dict[str, MetricDef] = {m.name: m for m in _ENTRIES}
 """Base metrics by name (family members resolve through :func:`lookup`)."""
 
-WINDOWS = ("prefill", "decode", "load")
+WINDOWS = ("prefill", "decode", "load", "forward")
 """Measurement windows of the energy and frequency families."""
 
 _WINDOWED = ("energy_j", "avg_power_w", "j_per_token", "tokens_per_j", "cpu_freq_mhz")
-_NETTABLE = ("energy_j", "avg_power_w", "j_per_token", "tokens_per_j")
+_NETTABLE = ("energy_j", "avg_power_w", "j_per_token", "tokens_per_j", "j_per_item")
 
 
 def lookup(name: str) -> MetricDef:
@@ -436,7 +461,7 @@ def lookup(name: str) -> MetricDef:
             definition = f"{entry.definition}; window: {window}"
             if net:
                 definition += "; net of idle power x window duration"
-            per: Per = "run" if window == "load" else entry.per
+            per: Per = "run" if window in ("load", "forward") else entry.per
             return replace(entry, name=name, definition=definition, per=per)
     if net and base in _NETTABLE:  # the whole request, net of idle
         entry = CATALOGUE[base]
@@ -476,7 +501,8 @@ def markdown_table() -> str:
         )
     rows.append(
         "| `<family>_<window>[_net]` | | | | energy_j, avg_power_w, j_per_token, tokens_per_j "
-        "per window (prefill, decode, load); `_net`: net of idle power; cpu_freq_mhz per window "
+        "per window (prefill, decode, load, forward); `_net`: net of idle power; cpu_freq_mhz per "
+        "window "
         "| meltbench.measure.energy |"
     )
     rows.append(

@@ -100,6 +100,7 @@ class Parameter:
 
 
 _SENSORS = "sensors and cool-down"
+_FORWARD = "forward tasks (encoders and vision models)"
 _WORKLOADS = "request workloads (conversations, documents, the app) and server load"
 
 PARAMETERS: tuple[Parameter, ...] = (
@@ -126,6 +127,21 @@ PARAMETERS: tuple[Parameter, ...] = (
               "add one profiled request: time per operator category"),
     Parameter("threads", "engine.threads", ("-t", "--threads"), "int", "CPU threads",
               default_text="physical cores", axis="thread counts", sweep_flag=True),
+    Parameter("task", "workload.task", ("--task",), "str",
+              "generate: text generation (pp/tg, requests); encode: an encoder's forward "
+              "pass over token ids; classify: a vision model's over images",
+              default="generate", default_text="generate; encode/classify for their presets",
+              choices=("generate", "encode", "classify"), axis="tasks", sweep_flag=True,
+              in_sustain=False, group=_FORWARD),
+    Parameter("batch_size", "workload.batch_size", ("--batch-size",), "int",
+              "items per forward pass: sequences (encode) or images (classify)", default=1,
+              axis="forward batch sizes", sweep_flag=True, group=_FORWARD, in_sustain=False),
+    Parameter("seq_len", "workload.seq_len", ("--seq-len",), "int",
+              "tokens per sequence (encode)", default=128, axis="sequence lengths",
+              sweep_flag=True, group=_FORWARD, in_sustain=False),
+    Parameter("resolution", "workload.resolution", ("--resolution",), "int",
+              "image height = width, pixels (classify)", default_text="the model's own",
+              axis="resolutions", sweep_flag=True, group=_FORWARD, in_sustain=False),
     Parameter("n_prompt", "workload.n_prompt", ("-p", "--n-prompt"), "int",
               "prompt tokens per request", default=512, axis="prompt lengths", sweep_flag=True),
     Parameter("n_gen", "workload.n_gen", ("-n", "--n-gen"), "int",

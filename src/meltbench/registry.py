@@ -118,6 +118,45 @@ ENGINES = Registry(
     },
 )
 
+#: Engines of the forward tasks (``--task encode|classify``; see
+#: :mod:`meltbench.forward.engine`); third parties add entries through the
+#: ``meltbench.forward_engines`` entry-point group.
+FORWARD_ENGINES = Registry(
+    kind="forward engine",
+    group="meltbench.forward_engines",
+    builtins={
+        "torch": "meltbench.forward.engine:TorchForward",
+        "torch.compile": "meltbench.forward.engine:TorchCompileForward",
+        "onnxruntime": "meltbench.forward.engine:OnnxRuntimeForward",
+        "mlx": "meltbench.forward.mlx_engine:MlxForward",
+        "executorch": "meltbench.forward.mobile_engines:ExecuTorchForward",
+        "litert": "meltbench.forward.mobile_engines:LiteRTForward",
+    },
+    aliases={
+        "pytorch": "torch",
+        "transformers": "torch",
+        "eager": "torch",
+        "compile": "torch.compile",
+        "torch-compile": "torch.compile",
+        "inductor": "torch.compile",
+        "ort": "onnxruntime",
+        "onnx": "onnxruntime",
+        "mlx-embeddings": "mlx",
+        "et": "executorch",
+        "xnnpack": "executorch",
+        "tflite": "litert",
+        "ai-edge-litert": "litert",
+    },
+    install_hints={
+        **{
+            name: "pip install 'meltbench[encoders]'"
+            for name in ("torch", "torch.compile", "onnxruntime", "mlx")
+        },
+        "executorch": "pip install 'meltbench[executorch]'",
+        "litert": "pip install 'meltbench[litert]' (in an environment of its own)",
+    },
+)
+
 #: Sensor plug-ins (see :mod:`meltbench.sensors.base`); third parties add entries through
 #: the ``meltbench.sensors`` entry-point group. Listing order is probing order.
 SENSORS = Registry(

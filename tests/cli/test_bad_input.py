@@ -78,6 +78,12 @@ def truncated_gguf(tmp_path):
         (["--timing", "engine", "--engine", "transformers"], ["has no --timing engine"]),
         (["-o", "flash_attn=sometimes"], ["flash_attn", "on, off or auto"]),
         (["-o", "type_k=q9_9"], ["type_k", "unknown KV cache type"]),
+        (["--task", "classify", "--engine", "mlx"], ["engine 'mlx' runs --task encode"]),
+        (["--task", "encode", "--seq-len", "0"], ["--seq-len", "greater than or equal to 1"]),
+        (["--model", "bert-tiny", "--seq-len", "4096"], ["longer than bert-tiny's 512"]),
+        (["--task", "encode", "--engine", "llama.cpp"], ["unknown forward engine 'llama.cpp'"]),
+        (["--task", "summarize"], ["invalid choice: 'summarize'"]),
+        (["--task", "encode", "--workload", "conversation"], ["--task encode", "--workload"]),
     ],
 )
 def test_bad_run_input(tmp_path, truncated_gguf, args, fragments):

@@ -6,7 +6,7 @@ import pytest
 
 from meltbench.errors import UsageError
 from meltbench.results.export import export
-from meltbench.results.schema import RunResult
+from meltbench.results.schema import SCHEMA_VERSION, RunResult
 from meltbench.results.tables import bench_rows, format_bytes, format_params
 from tests.helpers import make_result
 
@@ -21,7 +21,7 @@ def test_json_round_trip_one_and_many():
 def test_jsonl_one_line_per_run():
     lines = export([make_result(), make_result()], "jsonl").splitlines()
     assert len(lines) == 2
-    assert json.loads(lines[0])["schema_version"] == 4
+    assert json.loads(lines[0])["schema_version"] == SCHEMA_VERSION
 
 
 def test_csv_flat_columns():

@@ -46,6 +46,7 @@ def test_sweep_axes_come_from_the_table():
     assert set(INT_AXES) == {
         "threads", "n_prompt", "n_gen", "n_depth", "ctx", "batch", "ubatch", "reps", "warmup",
         "seed", "doc_tokens", "n_docs", "max_turns", "concurrency", "num_requests",
+        "batch_size", "seq_len", "resolution",
     }  # fmt: skip
     assert "quant" in AXES and "quant" not in FLAT_FIELDS  # a sweep-only axis
 

@@ -17,7 +17,7 @@ from meltbench.report.plots import (
     build_figures,
     write_figures,
 )
-from tests.helpers import make_result
+from tests.helpers import make_forward_result, make_result
 
 EVIL = "<script>alert(1)</script>"
 EVIL_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -77,7 +77,10 @@ def full_set():
             for n in (1024, 2048)]  # fmt: skip
     loads = [with_id(request_run("app", request_rate=r, ttft=100.0 * r), f"r{int(r):07d}")
              for r in (1.0, 4.0)]  # fmt: skip
-    return [*curve, failed, quant, profiled, *docs, *loads]
+    forward = [with_id(make_forward_result(b, [b * 1.0, b * 1.2, b * 1.1], engine=e),
+                       f"{e[:3]}{b:05d}")
+               for e in ("torch", "onnxruntime") for b in (1, 4)]  # fmt: skip
+    return [*curve, failed, quant, profiled, *docs, *loads, *forward]
 
 
 def request_run(kind: str, *, ttft: float, **workload):
@@ -220,7 +223,7 @@ def test_plots_the_data_do_not_support_are_absent_and_explained():
 
 def test_failed_run_cause_and_status_are_shown(full_report):
     assert "MemoryError: &lt;b&gt;no&lt;/b&gt; &quot;memory&quot; &amp; more" in full_report
-    assert "1 of 10 run(s) failed" in full_report
+    assert "1 of 14 run(s) failed" in full_report
     assert "<tr class='failed'><td>f0000064</td><td>failed</td>" in full_report
 
 
@@ -231,6 +234,9 @@ def test_summary_table_reuses_bench_rows(full_report, full_set):
         assert f"<th>{col}</th>" in full_report
     for row in bench_rows(full_set[0]):
         assert f"<td class='num'>{row['t/s']}</td>" in full_report
+    for col in ("items/s", "p50 ms", "cold ms", "max |Δ|"):  # forward runs' own columns
+        assert f"<th>{col}</th>" in full_report
+    assert "<td>encode-b4-s16</td>" in full_report
 
 
 def test_environment_and_versions_are_shown(full_report):
@@ -282,6 +288,13 @@ def test_figures_name_their_runs_and_units(full_set):
     assert mem_axes.get_ylabel() == "peak RSS (MiB)"
     lat = figures["latency-distributions"].figure.subfigs[0].axes
     assert [a.get_xlabel() for a in lat] == ["TTFT (ms)", "inter-token latency (ms)"]
+    fwd = figures["latency-vs-batch"]
+    assert fwd.short_ids == ["tor00001", "tor00004", "onn00001", "onn00004"]
+    l_ax, t_ax = fwd.figure.subfigs[0].axes
+    assert l_ax.get_xscale() == "log" and "batch" in l_ax.get_xlabel()
+    assert (l_ax.get_ylabel(), t_ax.get_ylabel()) == ("latency per pass (ms)", "items/s")
+    medians = [list(line.get_ydata()) for line in l_ax.get_lines() if len(line.get_ydata()) == 2]
+    assert [1.1, 4.4] in [[round(v, 6) for v in m] for m in medians]  # median of 1, 1.2, 1.1
     docs = figures["ttft-vs-document-length"]
     assert docs.short_ids == ["d0001024", "d0002048"]
     t_ax, m_ax = docs.figure.subfigs[0].axes

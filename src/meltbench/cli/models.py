@@ -38,7 +38,35 @@ def _cmd_engines(args: argparse.Namespace) -> int:
             else cls.description,
         )
     stdout_console().print(table)
+    stdout_console().print(_forward_engines_table())
     return 0
+
+
+def _forward_engines_table() -> Any:
+    """The engines of ``--task encode`` / ``--task classify``."""
+    from rich.table import Table
+
+    from meltbench.errors import UsageError
+    from meltbench.registry import FORWARD_ENGINES
+
+    table = Table(header_style="bold", title="forward tasks (--task encode / classify)")
+    for col in ("engine", "installed", "tasks", "loads", "install / notes"):
+        table.add_column(col)
+    for name in FORWARD_ENGINES.names():
+        try:
+            cls = FORWARD_ENGINES.load(name)
+        except UsageError as exc:
+            table.add_row(name, "[red]no[/]", "", "", str(exc))
+            continue
+        missing = cls.missing_requirements()
+        table.add_row(
+            name,
+            "[green]yes[/]" if not missing else f"[red]no[/] (missing {', '.join(missing)})",
+            ", ".join(cls.tasks),
+            f"its {cls.export} export" if cls.export else "the weights (safetensors)",
+            cls.install_hint if missing else cls.description,
+        )
+    return table
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

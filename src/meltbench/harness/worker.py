@@ -22,6 +22,9 @@ as a dict) replaces the ``rep`` events with one ``{"event": "request", "record":
 per turn (:mod:`meltbench.harness.replay`) and a ``{"event": "replayed", "data":
 {"template": ...}}`` before ``done``.
 
+A forward task (``job["forward"]``: encode, classify) replaces the ``rep`` events with
+one per forward pass, after a ``prepare`` phase (:mod:`meltbench.forward.measure`).
+
 On an exception: ``{"event": "error", "error_type": ..., "message": ...}`` and exit 1.
 All times come from ``time.perf_counter_ns`` (CLOCK_MONOTONIC on Linux: one clock for
 every process of the machine, so the host's sensor readings line up with these
@@ -89,6 +92,12 @@ def _measure(job: dict[str, Any], emit: Any) -> None:
 
     emit("environment", data=collect_environment())
     workload = job["workload"]
+    if job.get("forward") is not None:  # encode / classify: one forward pass per rep
+        from meltbench.forward.measure import measure_forward
+
+        measure_forward(job, emit, _cooldown_waiter(job.get("cooldown")))
+        emit("done", memory=peak_memory())
+        return
     settings = EngineSettings(**job["settings"])
     engine = ENGINES.load(job["engine"])(settings)
 

@@ -37,7 +37,7 @@ __all__ = [
 CV_THRESHOLD = 0.10
 OUTLIER_ZSCORE = 14.0
 AGREEMENT_TOLERANCE = 0.03
-_VARIATION_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "e2e_ms")
+_VARIATION_METRICS = ("prefill_tps", "decode_tps", "ttft_ms", "e2e_ms", "latency_ms")
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,14 @@ class BenchWarning:
 
 
 def check_repetitions(
-    metrics: Mapping[str, Summary], e2e_ms: Sequence[float]
+    metrics: Mapping[str, Summary], e2e_ms: Sequence[float], series_name: str = "e2e_ms"
 ) -> list[BenchWarning]:
     """Variation, slow-first-run, outlier and too-few-repetitions checks.
 
     Args:
         metrics: per-repetition summaries by metric name.
         e2e_ms: end-to-end time of each timed repetition, in order.
+        series_name: the metric ``e2e_ms`` is (``latency_ms`` for a forward pass).
     """
     warnings: list[BenchWarning] = []
     for name in _VARIATION_METRICS:
@@ -105,7 +106,7 @@ def check_repetitions(
                     f"the rest (median {percentile(e2e_ms, 50.0):.1f} ms)"
                 ),
                 advice="caches were probably cold; raise --warmup",
-                metric="e2e_ms",
+                metric=series_name,
             )
         )
     elif any(abs(s) > OUTLIER_ZSCORE for s in scores):
@@ -113,9 +114,11 @@ def check_repetitions(
         warnings.append(
             BenchWarning(
                 code="outliers",
-                message=f"{n_out} of {len(e2e_ms)} repetitions are statistical outliers (e2e_ms)",
+                message=(
+                    f"{n_out} of {len(e2e_ms)} repetitions are statistical outliers ({series_name})"
+                ),
                 advice="another process may have interfered; rerun on a quiet machine",
-                metric="e2e_ms",
+                metric=series_name,
             )
         )
     return warnings

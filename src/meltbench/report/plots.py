@@ -24,6 +24,9 @@ id                       what it shows
                          document length, one line per model and engine
 ``goodput-vs-request-rate`` server load: request throughput, goodput and SLO attainment
                          against the arrival rate, one line per server and concurrency
+``latency-vs-batch``     forward tasks (``--task encode``/``classify``): latency per pass
+                         (median, fastest to p90) and items/s against batch size, one line
+                         per model, engine, threads and shape
 ``arch-pareto``          ``meltbench arch-search``: decode ms/token, prefill ms and peak
                          RSS against exact parameter count per target, measured points,
                          the latency model's predictions and both Pareto fronts
@@ -54,6 +57,7 @@ from typing import Any
 from meltbench.report.figure_base import ReportFigure
 from meltbench.report.plots_archsearch import arch_pareto_figure
 from meltbench.report.plots_context import context_memory_figure, context_throughput_figure
+from meltbench.report.plots_forward import forward_batch_figure
 from meltbench.report.plots_quant import quantization_figure
 from meltbench.report.plots_roofline import decode_roofline_figure
 from meltbench.report.plots_runs import latency_distribution_figure, operator_breakdown_figure
@@ -71,6 +75,7 @@ __all__ = [
     "context_throughput_figure",
     "decode_roofline_figure",
     "document_length_figure",
+    "forward_batch_figure",
     "goodput_rate_figure",
     "latency_distribution_figure",
     "operator_breakdown_figure",
@@ -88,6 +93,7 @@ PLOT_IDS = (
     "decode-roofline",
     "ttft-vs-document-length",
     "goodput-vs-request-rate",
+    "latency-vs-batch",
     "arch-pareto",
 )
 
@@ -105,6 +111,8 @@ PLOT_NEEDS: dict[str, str] = {
     "ttft-vs-document-length": "document-workload runs of one model and engine at >= 2 "
     "--doc-tokens",
     "goodput-vs-request-rate": "request-workload runs of one server at >= 2 --request-rate",
+    "latency-vs-batch": "ok forward runs (--task encode/classify) of one model, engine and "
+    "shape at >= 2 --batch-size",
     "arch-pareto": "the last sweep of a meltbench arch-search (report --sweep ID)",
 }
 
@@ -128,7 +136,7 @@ def build_figures(
             ``{"scaling": [...], "max_context": [...]}``), or None.
 
     Returns:
-        Zero to nine :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy,
+        Zero to ten :class:`ReportFigure` (absent ids: see :data:`PLOT_NEEDS`). Energy,
         temperature and accuracy are not plotted yet (:data:`NOT_PLOTTED`).
 
     Raises:
@@ -147,6 +155,7 @@ def build_figures(
         decode_roofline_figure(results),
         document_length_figure(results),
         goodput_rate_figure(results),
+        forward_batch_figure(results),
         arch_pareto_figure(analysis),
     ]
     return [f for f in made if f is not None]

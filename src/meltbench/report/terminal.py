@@ -91,11 +91,13 @@ class RunProgress:
             self.progress.update(self.task, description=f"{self.label}: measuring")
         elif kind == "rep":
             what = "warmup" if event.get("kind") == "warmup" else "repetition"
-            n_tok = len(event.get("token_ns", []))
+            done = f"({len(event.get('token_ns') or [])} tok)"
+            if not event.get("token_ns") and event.get("t_end_ns") is not None:  # a forward pass
+                done = f"({(event['t_end_ns'] - event['t_start_ns']) / 1e6:.2f} ms)"
             self.progress.update(
                 self.task,
                 advance=1,
-                description=f"{self.label}: {what} {event.get('index', 0) + 1} done ({n_tok} tok)",
+                description=f"{self.label}: {what} {event.get('index', 0) + 1} done {done}",
             )
         elif kind == "request":
             record = event.get("record") or {}
@@ -136,6 +138,13 @@ def print_run_details(result: RunResult, console: Console) -> None:
             f"{name}: {s.mean:.2f} {unit}, 95% CI [{s.ci95_low:.2f}, {s.ci95_high:.2f}] (n={s.n})"
         )
 
+    if result.forward is not None:
+        lines = [ci("latency_ms"), ci("throughput_items_per_s"), *_forward_lines(result)]
+        for line in lines:
+            console.print(line, highlight=False, markup=False)
+        print_sensor_status(result, console)
+        print_warnings(result, console)
+        return
     lines = [ci("ttft_ms"), ci("prefill_tps"), ci("decode_tps")]
     load = m.get("load_ms")
     if load is not None:
@@ -169,6 +178,38 @@ def print_run_details(result: RunResult, console: Console) -> None:
     if result.profile:
         print_profile(result.profile, console)
     print_warnings(result, console)
+
+
+def _forward_lines(result: RunResult) -> list[str]:
+    """A forward run's load, cold pass, output check, prepare step and memory."""
+    fwd = result.forward or {}
+    lines = []
+    load = result.metrics.get("load_ms")
+    if load is not None:
+        lines.append(f"load_ms: {load.mean:.1f} ms")
+    cold = result.cold.get("latency_ms")
+    if cold is not None:
+        lines.append(f"cold first pass: {cold:.2f} ms")
+    check = fwd.get("output_check")
+    if check:
+        per = ", ".join(f"{name} {o['max_abs_diff']:.3g}"
+                        for name, o in (check.get("per_output") or {}).items())  # fmt: skip
+        verdict = "match" if check.get("match") else f"DIFFER: {check.get('reason')}"
+        lines.append(
+            f"outputs vs {fwd.get('reference')}: max |Δ| {per} (atol {check.get('atol'):g}, "
+            f"rtol {check.get('rtol'):g}): {verdict}"
+        )
+    prep = fwd.get("prepare") or {}
+    if prep.get("built"):
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in (prep.get("build_s") or {}).items())
+        lines.append(f"built what was missing (cached for later runs); the entry's build: {steps}")
+    mem = result.memory
+    if mem.get("peak_rss_bytes"):
+        lines.append(
+            f"peak RSS {format_bytes(mem['peak_rss_bytes'])} (kernel VmHWM "
+            f"{format_bytes(mem.get('vm_hwm_bytes'))})"
+        )
+    return lines
 
 
 def _remote(result: RunResult) -> bool:

@@ -26,7 +26,13 @@ from meltbench.timestamps import utc_now
 if TYPE_CHECKING:
     from meltbench.api import PreparedRun
 
-__all__ = ["model_facts", "new_result", "request_result", "result_from_measurement"]
+__all__ = [
+    "memory_section",
+    "model_facts",
+    "new_result",
+    "request_result",
+    "result_from_measurement",
+]
 
 
 def model_facts(prepared: PreparedRun) -> dict[str, Any]:
@@ -72,6 +78,32 @@ def new_result(
     )
 
 
+def memory_section(memory_hz: float, measurement: Any, out: Any) -> dict[str, Any]:
+    """A result's ``memory`` section: the peak RSS (the larger of the kernel's VmHWM and
+    the sampled peak), both sources, the requested and achieved sampling rates and the
+    samples.
+
+    Args:
+        memory_hz: the requested RSS sampling rate, Hz.
+        measurement: the :class:`~meltbench.harness.measurement.Measurement`.
+        out: its :meth:`~meltbench.harness.measurement.Measurement.output`.
+    """
+    mem = measurement.memory
+    kernel = (out.done or {}).get("memory") or {}
+    sampled_peak = mem.get("peak_sampled_bytes")
+    candidates = [v for v in (kernel.get("vm_hwm_bytes"), sampled_peak) if v]
+    return {
+        "peak_rss_bytes": max(candidates) if candidates else None,
+        "peak_rss_sampled_bytes": sampled_peak,
+        "vm_hwm_bytes": kernel.get("vm_hwm_bytes"),
+        "ru_maxrss_bytes": kernel.get("ru_maxrss_bytes"),
+        "requested_hz": memory_hz,
+        "achieved_hz": mem.get("achieved_hz"),
+        "policy": mem.get("policy"),
+        "samples": mem.get("samples") or [],
+    }
+
+
 def result_from_measurement(
     prepared: PreparedRun,
     measurement: Any,
@@ -102,21 +134,8 @@ def result_from_measurement(
     out = measurement.output()
     interrupted = measurement.interrupted
     started, finished = measurement.started_at, measurement.finished_at or utc_now()
-    mem = measurement.memory
-    kernel = (out.done or {}).get("memory") or {}
-    sampled_peak = mem.get("peak_sampled_bytes")
-    candidates = [v for v in (kernel.get("vm_hwm_bytes"), sampled_peak) if v]
-    peak = max(candidates) if candidates else None
-    memory = {
-        "peak_rss_bytes": peak,
-        "peak_rss_sampled_bytes": sampled_peak,
-        "vm_hwm_bytes": kernel.get("vm_hwm_bytes"),
-        "ru_maxrss_bytes": kernel.get("ru_maxrss_bytes"),
-        "requested_hz": spec.sensors.memory_hz,
-        "achieved_hz": mem.get("achieved_hz"),
-        "policy": mem.get("policy"),
-        "samples": mem.get("samples") or [],
-    }
+    memory = memory_section(spec.sensors.memory_hz, measurement, out)
+    peak = memory["peak_rss_bytes"]
 
     failure = out.failure_cause(spec.timeout_s)
     if prepared.requests is not None:

@@ -1,4 +1,4 @@
-"""The stored form of a run (schema version 2).
+"""The stored form of a run (schema version 5).
 
 A :class:`RunResult` is what ``meltbench.run`` returns, what the SQLite store holds and
 what ``--format json`` prints. It keeps the fully resolved spec, the environment, every
@@ -17,8 +17,10 @@ formula's), ``bytes_per_token`` (weights + KV read per decoded token),
 
 Versions: 1 (first release); 2 added ``sensors``, ``device_state``, ``sustain``,
 ``accuracy`` and ``Repetition.cooldown``; 3 added ``roofline``; 4 added ``requests`` (a
-request workload: conversations, documents, the app, server load). Older results read as
-version 4 with the new fields empty.
+request workload: conversations, documents, the app, server load); 5 added ``forward`` (a
+forward task: ``--task encode``/``classify``, its inputs and output check) and
+``Repetition.t_end_ns`` (a pass's end). Older results read as version 5 with the new
+fields empty.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "Repetition", "RunResult"]
 
-SCHEMA_VERSION = 4
-_READABLE_VERSIONS = (1, 2, 3, 4)
+SCHEMA_VERSION = 5
+_READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 
 class Repetition(BaseModel):
@@ -46,7 +48,9 @@ class Repetition(BaseModel):
         index: position in the run (warmup first).
         kind: ``warmup`` (untimed, not summarized) or ``timed``.
         t_start_ns: request start, ns (``perf_counter_ns`` of the worker).
-        token_ns: when each generated token was available, ns.
+        token_ns: when each generated token was available, ns (empty for a forward pass).
+        t_end_ns: a forward pass's end (``encode``, ``classify``): outputs back on the
+            host, ns; None for text generation.
         tokens: the generated token ids.
         counters: the engine's own counters for this request, if it has any.
         depth_fill_ns: time to fill the KV cache to ``n_depth`` before the request.
@@ -64,6 +68,7 @@ class Repetition(BaseModel):
     counters: dict[str, float] | None = None
     depth_fill_ns: int | None = None
     cooldown: dict[str, Any] | None = None
+    t_end_ns: int | None = None
 
 
 class RunResult(BaseModel):
@@ -109,6 +114,11 @@ class RunResult(BaseModel):
             (the per-group/per-turn table: summaries as dicts), ``app`` (answers
             parsed and right) and ``records`` (every request: timestamps, token counts,
             the reply text); None for a synthetic run.
+        forward: for a forward task (``encode``, ``classify``): ``task``, ``inputs``
+            (shapes, dtypes, SHA-256), ``output_check`` (max abs difference and tolerance
+            ratio against PyTorch eager on the same weights and inputs, match),
+            ``prepare`` (build/export times, whether from cache, versions) and
+            ``items_per_pass``; None otherwise.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -139,12 +149,13 @@ class RunResult(BaseModel):
     accuracy: dict[str, Any] | None = None
     roofline: dict[str, Any] | None = None
     requests: dict[str, Any] | None = None
+    forward: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, value: int) -> int:
-        if value in (1, 2, 3):
-            return SCHEMA_VERSION  # versions 2 to 4 only added fields with empty defaults
+        if value in (1, 2, 3, 4):
+            return SCHEMA_VERSION  # versions 2 to 5 only added fields with empty defaults
         if value not in _READABLE_VERSIONS:
             raise ValueError(
                 f"result schema version {value} is not supported by this meltbench "

@@ -2,6 +2,8 @@
 
 A run of ``pp512+tg128`` gives two rows, as llama-bench shows them: ``pp512`` with the
 prefill rate and TTFT, and ``tg128`` with the decode rate and inter-token latency.
+A forward run (``--task encode``/``classify``) gives one row in its own columns
+(:data:`FORWARD_COLUMNS`): latency per pass, items/s, the cold pass and the output check.
 Note that our ``tg`` is decoded right after the prompt (the KV cache holds n_depth +
 n_prompt tokens), where llama-bench's plain ``tg128`` starts from an empty cache.
 """
@@ -15,6 +17,8 @@ from meltbench.results.schema import RunResult
 
 __all__ = [
     "BENCH_COLUMNS",
+    "FORWARD_COLUMNS",
+    "FORWARD_SENSOR_COLUMNS",
     "NUMERIC_COLUMNS",
     "ROOFLINE_COLUMNS",
     "SENSOR_COLUMNS",
@@ -45,13 +49,32 @@ SENSOR_COLUMNS = ("J/tok", "J/tok net", "max °C")
 #: extra columns shown when a run knows its KV cache size or decode roofline: the KV
 #: cache allocated, and decode tok/s as a share of the memory-bandwidth bound (tg rows)
 ROOFLINE_COLUMNS = ("KV cache", "decode eff")
-#: columns of :data:`BENCH_COLUMNS` and :data:`SENSOR_COLUMNS` that hold numbers
-#: (right-aligned by every renderer)
+#: the row of a forward run: median and p99 latency per pass, items (sequences or images)
+#: per second as mean ± stddev, the first (cold) pass, the largest difference of the
+#: outputs from PyTorch eager's (``FAIL`` appended when beyond tolerance), peak RSS
+FORWARD_COLUMNS = (
+    "model",
+    "params",
+    "engine",
+    "threads",
+    "test",
+    "items/s",
+    "p50 ms",
+    "p99 ms",
+    "cold ms",
+    "max |Δ|",
+    "peak RSS",
+)
+#: extra columns of forward runs with sensors: joules per item, net of idle, hottest °C
+FORWARD_SENSOR_COLUMNS = ("J/item", "J/item net", "max °C")
+#: columns of every table that hold numbers (right-aligned by every renderer)
 NUMERIC_COLUMNS = (
     frozenset(
         ("size", "params", "threads", "t/s", "TTFT ms", "ITL p50 ms", "ITL p99 ms", "peak RSS")
     )
+    | frozenset(("items/s", "p50 ms", "p99 ms", "cold ms", "max |Δ|"))
     | frozenset(SENSOR_COLUMNS)
+    | frozenset(FORWARD_SENSOR_COLUMNS)
     | frozenset(ROOFLINE_COLUMNS)
 )
 _STATS = ("n", "mean", "median", "stddev", "min", "max", "p90", "p99", "ci95_low", "ci95_high")
@@ -104,32 +127,38 @@ def bench_columns(results: list[RunResult] | tuple[RunResult, ...]) -> tuple[str
     """:data:`BENCH_COLUMNS`, plus :data:`SENSOR_COLUMNS` when any run measured energy
     or temperature (so machines without sensors get llama-bench's familiar table), plus
     :data:`ROOFLINE_COLUMNS` when any run knows its KV cache size or decode efficiency; a
-    ``target`` column after ``engine`` when the runs come from more than one target."""
-    columns = BENCH_COLUMNS
+    ``target`` column after ``engine`` when the runs come from more than one target.
+
+    Forward runs only: :data:`FORWARD_COLUMNS` (+ :data:`FORWARD_SENSOR_COLUMNS` with
+    sensors); generation and forward runs together: the generation columns, then the
+    forward ones they lack."""
+    forward = [r for r in results if r.forward is not None]
+    generation = [r for r in results if r.forward is None]
+    columns = BENCH_COLUMNS if generation else FORWARD_COLUMNS
+    if generation and forward:
+        columns += FORWARD_COLUMNS
     if len({r.target for r in results}) > 1:  # a lab or multi-target sweep: say where
         i = columns.index("engine") + 1
         columns = (*columns[:i], "target", *columns[i:])
     names = ("j_per_token_prefill", "j_per_token_decode", "temp_max_c")
-    if any(n in r.metrics for r in results for n in names):
+    if any(n in r.metrics for r in generation for n in names):
         columns += SENSOR_COLUMNS
+    if any(n in r.metrics for r in forward for n in ("j_per_item", "temp_max_c")):
+        columns += FORWARD_SENSOR_COLUMNS
     roof = ("kv_cache_bytes", "decode_efficiency")
-    if any(n in r.metrics for r in results for n in roof):
+    if any(n in r.metrics for r in generation for n in roof):
         columns += ROOFLINE_COLUMNS
-    return columns
+    return tuple(dict.fromkeys(columns))
 
 
 def _jpt(summary: Summary | None) -> str:
     return "" if summary is None else f"{summary.median:.3g}"
 
 
-def bench_rows(result: RunResult) -> list[dict[str, str]]:
-    """The pp and tg rows of one run, keyed by :data:`BENCH_COLUMNS` and
-    :data:`SENSOR_COLUMNS` (empty strings where not measured)."""
-    w = result.spec.workload
-    m = result.metrics
+def _common(result: RunResult) -> dict[str, str]:
     model = result.model
-    depth = f" @ d{w.n_depth}" if w.n_depth else ""
-    common = {
+    m = result.metrics
+    return {
         "model": " ".join(str(x) for x in (model.get("name"), model.get("quant")) if x),
         "size": format_bytes(model.get("size_bytes")),
         "params": format_params(model.get("n_params") or result.engine.get("n_params")),
@@ -139,6 +168,51 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
         "peak RSS": format_bytes(result.memory.get("peak_rss_bytes"))
         + (" (client)" if result.engine.get("device") == "remote" else ""),
         "max °C": _ms(m["temp_max_c"].max if "temp_max_c" in m else None),
+    }
+
+
+def _all_columns(row: dict[str, str]) -> dict[str, str]:
+    columns = (*BENCH_COLUMNS, *FORWARD_COLUMNS, "target", *SENSOR_COLUMNS,
+               *FORWARD_SENSOR_COLUMNS, *ROOFLINE_COLUMNS)  # fmt: skip
+    return {col: row.get(col, "") for col in dict.fromkeys(columns)}
+
+
+def forward_row(result: RunResult) -> dict[str, str]:
+    """The one row of a forward run, keyed by :data:`FORWARD_COLUMNS` and
+    :data:`FORWARD_SENSOR_COLUMNS` (empty strings where not measured); ``test`` is the
+    workload label (``encode-b8-s128``, ``classify-b1-r224``)."""
+    m = result.metrics
+    lat = m.get("latency_ms")
+    check = (result.forward or {}).get("output_check") or {}
+    diff = check.get("max_abs_diff")
+    delta = "" if diff is None else f"{diff:.2g}" + ("" if check.get("match") else " FAIL")
+    row = {
+        **_common(result),
+        "test": result.spec.workload.label,
+        "items/s": format_rate(m.get("throughput_items_per_s")),
+        "p50 ms": _ms(lat.median if lat else None),
+        "p99 ms": _ms(lat.p99 if lat else None),
+        "cold ms": _ms(result.cold.get("latency_ms")),
+        "max |Δ|": delta,
+        "J/item": _jpt(m.get("j_per_item")),
+        "J/item net": _jpt(m.get("j_per_item_net")),
+    }
+    if not result.ok:
+        row["items/s"] = (row["items/s"] + " " if row["items/s"] else "") + "FAILED"
+    return _all_columns(row)
+
+
+def bench_rows(result: RunResult) -> list[dict[str, str]]:
+    """The pp and tg rows of one run, keyed by :data:`BENCH_COLUMNS` and
+    :data:`SENSOR_COLUMNS` (empty strings where not measured); a forward run's one row
+    (:func:`forward_row`)."""
+    if result.forward is not None:
+        return [forward_row(result)]
+    w = result.spec.workload
+    m = result.metrics
+    depth = f" @ d{w.n_depth}" if w.n_depth else ""
+    common = {
+        **_common(result),
         "KV cache": format_bytes(m["kv_cache_bytes"].median if "kv_cache_bytes" in m else None),
     }
     itl = m.get("itl_ms")
@@ -172,8 +246,7 @@ def bench_rows(result: RunResult) -> list[dict[str, str]]:
     if not result.ok:
         for row in rows:
             row["t/s"] = (row["t/s"] + " " if row["t/s"] else "") + "FAILED"
-    columns = (*BENCH_COLUMNS, "target", *SENSOR_COLUMNS, *ROOFLINE_COLUMNS)
-    return [{col: row.get(col, "") for col in columns} for row in rows]
+    return [_all_columns(row) for row in rows]
 
 
 def flat_record(result: RunResult) -> dict[str, Any]:
