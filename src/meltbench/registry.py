@@ -96,6 +96,7 @@ ENGINES = Registry(
         "onnxruntime": "meltbench.engines.onnxruntime_genai:OnnxRuntimeGenAIEngine",
         "mlx": "meltbench.engines.mlx:MlxEngine",
         "openai": "meltbench.engines.openai:OpenAIEngine",
+        "mnn": "meltbench.engines.mnn_llm:MnnEngine",
     },
     aliases={
         "llama_cpp": "llama.cpp",
@@ -108,6 +109,7 @@ ENGINES = Registry(
         "onnx": "onnxruntime",
         "mlx-lm": "mlx",
         "http": "openai",
+        "mnn-llm": "mnn",
     },
     install_hints={
         "llama.cpp": "pip install 'meltbench[llama]'",
@@ -115,6 +117,7 @@ ENGINES = Registry(
         "onnxruntime": "pip install 'meltbench[onnx]'",
         "mlx": "pip install 'meltbench[mlx]'",
         "openai": "pip install 'meltbench[openai]'",
+        "mnn": "pip install 'meltbench[mnn]'",
     },
 )
 

@@ -95,3 +95,56 @@ def test_random_weights_presets_and_configs(hf_folder):
 def test_remote_model_is_a_name():
     r = resolve_model("gpt-4o-mini", formats=("remote",))
     assert (r.format, r.path, r.info["name"]) == ("remote", None, "gpt-4o-mini")
+
+
+def write_mnn_folder(folder, weight=b"\1" * 16):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"llm_model": "llm.mnn"}))
+    (folder / "llm_config.json").write_text(json.dumps({"model_type": "gemma3_text"}))
+    (folder / "llm.mnn").write_bytes(b"\1" * 8)
+    (folder / "llm.mnn.weight").write_bytes(weight)
+    return folder
+
+
+def test_runtime_formats_are_detected_by_folder_files_and_magic_bytes(tmp_path):
+    mnn = write_mnn_folder(tmp_path / "m")
+    assert detect_format(mnn) == "mnn"
+    pte = tmp_path / "model.pte"
+    pte.write_bytes(b"\x3c\0\0\0ET12eh00" + bytes(16))  # ExecuTorch's flatbuffer identifier
+    assert detect_format(pte) == "pte"
+    litertlm = tmp_path / "model.litertlm"
+    litertlm.write_bytes(b"LITERTLM\1\0\0\0" + bytes(16))
+    assert detect_format(litertlm) == "litertlm"
+    (mnn / "meltbench.json").write_text(json.dumps({"precision": "int4", "name": "gemma"}))
+    info = resolve_model(str(mnn), formats=("mnn",)).info
+    assert (info["quant"], info["name"], info["size_bytes"]) == ("int4", "gemma", 24)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("model.pte", b"\0" * 32, "not an ExecuTorch program"),
+        ("model.pte", b"", "not an ExecuTorch program"),
+        ("model.litertlm", b"TFL3" + bytes(28), "not a LiteRT-LM file"),
+    ],
+)
+def test_runtime_files_with_wrong_magic_are_refused(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message):
+        detect_format(path)
+
+
+def test_mnn_folder_without_weights_or_with_broken_json_is_refused(tmp_path):
+    empty_weights = write_mnn_folder(tmp_path / "a", weight=b"")
+    with pytest.raises(UsageError, match=r"has no llm\.mnn\.weight"):
+        detect_format(empty_weights)
+    broken = write_mnn_folder(tmp_path / "b")
+    (broken / "llm_config.json").write_text("[1, 2")
+    with pytest.raises(UsageError, match="llm_config.json is not readable JSON"):
+        detect_format(broken)
+
+
+def test_runtime_format_hint_names_the_convert_target(hf_folder):
+    with pytest.raises(UsageError, match=r"meltbench convert \S+ --to mnn"):
+        resolve_model(str(hf_folder), formats=("mnn",))

@@ -91,14 +91,22 @@ def add_convert_parser(sub: Any) -> None:
         help="convert a model: GGUF -> HF folder, -> ONNX Runtime GenAI, or requantize a GGUF",
     )
     conv.add_argument("model", help="alias, GGUF file, or Hugging Face folder")
-    conv.add_argument("--to", required=True, choices=("hf", "onnx", "gguf"), help="target format")
+    conv.add_argument(
+        "--to",
+        required=True,
+        choices=("hf", "onnx", "mnn", "pte", "litertlm", "gguf"),
+        help="target format",
+    )
     conv.add_argument(
         "--output",
         required=True,
-        help="hf, onnx: the folder to create; gguf: the .gguf file to write (must not exist)",
+        help="hf, onnx, mnn: the folder to create; pte, litertlm, gguf: the file to write "
+        "(must not exist)",
     )
     conv.add_argument(
-        "--dtype", help="hf: bfloat16 (default)/float32; onnx: int4/fp32; gguf: Q4_0, Q8_0, ..."
+        "--dtype",
+        help="hf: bfloat16 (default)/float32; onnx: int4/fp32; mnn: int4/int8; "
+        "pte: float32/8da4w; litertlm: dynamic_int8/float32; gguf: Q4_0, Q8_0, ...",
     )
 
 

@@ -22,7 +22,7 @@ from meltbench.models.handle import ModelHandle
 __all__ = ["Engine", "EngineSettings", "ModelHandle"]
 
 #: Model formats an engine can declare in ``Engine.model_formats``.
-MODEL_FORMATS = ("gguf", "hf", "onnx-genai", "config", "remote")
+MODEL_FORMATS = ("gguf", "hf", "onnx-genai", "mnn", "pte", "litertlm", "config", "remote")
 
 
 @dataclass(frozen=True)

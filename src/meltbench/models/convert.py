@@ -3,6 +3,10 @@
 - GGUF -> Hugging Face folder (dequantized safetensors): :mod:`meltbench.models.hf_export`.
 - Hugging Face folder -> ONNX Runtime GenAI folder (int4 or fp32, offline), through
   onnxruntime-genai's model builder: :mod:`meltbench.models.onnx_build`.
+- Hugging Face folder -> the formats phones ship: an MNN-LLM folder
+  (:mod:`meltbench.models.mnn_build`), an ExecuTorch ``.pte``
+  (:mod:`meltbench.models.pte_build`), a LiteRT-LM ``.litertlm``
+  (:mod:`meltbench.models.litertlm_build`).
 - GGUF -> requantized GGUF: :mod:`meltbench.models.quantize`.
 
 The cached conversions an engine asks for on the fly are :mod:`meltbench.models.derived`.
@@ -14,7 +18,10 @@ from pathlib import Path
 
 from meltbench.errors import UsageError
 
-__all__ = ["convert"]
+__all__ = ["TARGETS", "convert"]
+
+#: ``--to`` values.
+TARGETS = ("hf", "onnx", "mnn", "pte", "litertlm", "gguf")
 
 
 def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
@@ -23,11 +30,13 @@ def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
 
     Args:
         ref: alias or path of the source.
-        to: ``hf`` (from GGUF) or ``onnx`` (from GGUF or an HF folder).
+        to: ``hf`` (from GGUF); ``onnx``, ``mnn``, ``pte`` or ``litertlm`` (from GGUF or
+            an HF folder); ``gguf``.
         output: ``hf``, ``onnx``: the folder to create; ``gguf``: the ``.gguf`` file to
             write. It must not exist.
         dtype: ``hf``: ``bfloat16`` (default) or ``float32``; ``onnx``: ``int4``
-            (default) or ``fp32``; ``gguf``: the quantization type (required).
+            (default) or ``fp32``; ``mnn``: ``int4`` (default) or ``int8``; ``pte`` and
+            ``litertlm``: see their builders; ``gguf``: the quantization type (required).
 
     Raises:
         UsageError: unknown target, existing output, or a source of the wrong format.
@@ -43,12 +52,11 @@ def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
 
         export_gguf_to_hf(src.path, output, dtype=dtype or "bfloat16")  # type: ignore[arg-type]
         return output
-    if to == "onnx":
+    fmt = {"onnx": "onnx-genai"}.get(to, to)
+    if fmt in derived.HF_BUILDS:
         src = resolve_model(ref, formats=("hf", "gguf"))
-        from meltbench.models.onnx_build import build_genai
-
         hf = src.path if src.format == "hf" else derived.cached_hf_from_gguf(src.path)  # type: ignore[arg-type]
-        build_genai(hf, output, precision=dtype or "int4")  # type: ignore[arg-type]
+        derived.build_from_hf(fmt, hf, output, dtype)  # type: ignore[arg-type]
         return output
     if to == "gguf":
         from meltbench.models.quantize import requantize
@@ -57,4 +65,4 @@ def convert(ref: str, to: str, output: Path, dtype: str | None = None) -> Path:
             raise UsageError("--to gguf needs --dtype QUANT (e.g. Q4_0, Q8_0, Q3_K_M)")
         src = resolve_model(ref, formats=("gguf",))
         return requantize(src.path, output, dtype)  # type: ignore[arg-type]
-    raise UsageError(f"unknown conversion target {to!r}; choose hf, onnx or gguf")
+    raise UsageError(f"unknown conversion target {to!r}; choose one of: {', '.join(TARGETS)}")

@@ -15,7 +15,9 @@ class ModelHandle:
     Attributes:
         ref: what the user passed (alias, path, server model name, preset).
         format: ``gguf`` (a GGUF file), ``hf`` (a Hugging Face folder: config.json +
-            safetensors), ``onnx-genai`` (an ONNX Runtime GenAI folder), ``config``
+            safetensors), ``onnx-genai`` (an ONNX Runtime GenAI folder), ``mnn`` (an
+            MNN-LLM folder), ``pte`` (an ExecuTorch program), ``litertlm`` (a LiteRT-LM
+            file), ``config``
             (an architecture to build with random weights: ``path`` is a config.json),
             ``remote`` (a model served over HTTP: ``path`` is None).
         path: local file or folder, or None for ``remote``.

@@ -17,7 +17,13 @@ from typing import Any
 
 from meltbench.errors import UsageError
 
-__all__ = ["model_name", "read_genai_info", "read_hf_info", "safetensors_header"]
+__all__ = [
+    "model_name",
+    "read_genai_info",
+    "read_hf_info",
+    "read_runtime_info",
+    "safetensors_header",
+]
 
 _ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
@@ -120,4 +126,28 @@ def read_genai_info(folder: Path) -> dict[str, Any]:
         "n_params": built.get("n_params"),
         "size_bytes": sum(f.stat().st_size for f in weights) or None,
         "n_ctx_train": (config.get("model") or {}).get("context_length"),
+    }
+
+
+def read_runtime_info(path: Path, fmt: str) -> dict[str, Any]:
+    """Facts of an MNN folder, ``.pte`` or ``.litertlm`` file: ``name``, ``architecture``,
+    ``quant`` and ``n_params`` from the ``meltbench.json`` meltbench wrote beside it
+    (None when another tool made it), ``size_bytes`` of the weights."""
+    meta_file = path / "meltbench.json" if path.is_dir() else path.with_suffix(".json")
+    try:
+        built = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        built = {}
+    if path.is_dir():
+        size = sum(f.stat().st_size for f in path.iterdir() if f.name.startswith("llm.mnn"))
+    else:
+        size = path.stat().st_size
+    return {
+        "path": str(path.resolve()),
+        "name": built.get("name") or path.stem,
+        "architecture": built.get("architecture"),
+        "quant": built.get("precision"),
+        "n_params": built.get("n_params"),
+        "size_bytes": size or None,
+        "format": fmt,
     }

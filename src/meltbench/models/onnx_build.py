@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.models.child_build import child_main, run_child
 
 __all__ = ["BUILDER_OPTIONS", "PRECISIONS", "build_genai", "compat_config"]
 
@@ -179,42 +177,16 @@ def build_genai(hf_dir: Path, out_dir: Path, precision: str = "int4") -> None:
 
 
 def _run_builder(hf_dir: Path, out_dir: Path, precision: str, arch: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="meltbench-onnx-build-") as tmp:
-        status_file = Path(tmp) / "status.json"
-        log_file = Path(tmp) / "builder.log"
-        job = {
-            "hf_dir": str(hf_dir.resolve()),
-            "out_dir": str(out_dir.resolve()),
-            "precision": precision,
-            "cache_dir": str(Path(tmp) / "cache"),
-            "status_file": str(status_file),
-        }
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        with log_file.open("w") as log:
-            proc = subprocess.run(
-                [sys.executable, "-m", "meltbench.models.onnx_build", json.dumps(job)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                check=False,
-            )
-        try:
-            status = json.loads(status_file.read_text())
-        except (OSError, ValueError):
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
-            status = {
-                "ok": False,
-                "error_type": f"exit code {proc.returncode}",
-                "message": tail[0],
-            }
-    if not status.get("ok"):
-        message = " ".join(str(status.get("message", "")).split())[:300]
-        raise UsageError(
-            f"onnxruntime-genai's model builder cannot build {arch} from {hf_dir}: "
-            f"{status.get('error_type')}: {message}"
-        )
+    job = {
+        "hf_dir": str(hf_dir.resolve()),
+        "out_dir": str(out_dir.resolve()),
+        "precision": precision,
+    }
+    run_child(
+        "meltbench.models.onnx_build",
+        job,
+        f"onnxruntime-genai's model builder cannot build {arch} from {hf_dir}",
+    )
 
 
 def _child(job: dict[str, Any]) -> None:
@@ -237,30 +209,11 @@ def _child(job: dict[str, Any]) -> None:
         job["out_dir"],
         job["precision"],
         "cpu",
-        job["cache_dir"],
+        str(Path(job["tmp_dir"]) / "cache"),
     )
     extra = builder.parse_extra_options(*args, [f"{k}={v}" for k, v in BUILDER_OPTIONS.items()])
     builder.create_model(*args, **extra)
 
 
-def _child_main(argv: list[str]) -> int:
-    job = json.loads(argv[0])
-    status_file = Path(job["status_file"])
-    try:
-        _child(job)
-    except BaseException as exc:
-        text = str(exc).strip()
-        message = text.splitlines()[0] if text else repr(exc)
-        status_file.write_text(
-            json.dumps({"ok": False, "error_type": type(exc).__name__, "message": message})
-        )
-        import traceback
-
-        traceback.print_exc()
-        return 1
-    status_file.write_text(json.dumps({"ok": True}))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(_child_main(sys.argv[1:]))
+    sys.exit(child_main(sys.argv[1:], _child))

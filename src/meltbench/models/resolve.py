@@ -22,7 +22,7 @@ from meltbench.errors import UsageError
 from meltbench.models.cache import cached_gguf_info
 from meltbench.models.gguf_info import check_gguf_path
 from meltbench.models.handle import ModelHandle
-from meltbench.models.hf_info import read_genai_info, read_hf_info
+from meltbench.models.hf_info import read_genai_info, read_hf_info, read_runtime_info
 
 __all__ = [
     "ALIASES",
@@ -108,28 +108,66 @@ def _alias_path(name: str) -> Path:
 
 _CONVERT_HINT = {
     ("gguf", "hf"): "convert it with: meltbench convert {ref} --to hf",
-    ("hf", "onnx-genai"): "convert it with: meltbench convert {ref} --to onnx",
-    ("gguf", "onnx-genai"): "convert it with: meltbench convert {ref} --to onnx",
+    **{
+        (src, fmt): f"convert it with: meltbench convert {{ref}} --to {to}"
+        for fmt, to in (("onnx-genai", "onnx"), ("mnn", "mnn"), ("pte", "pte"),
+                        ("litertlm", "litertlm"))
+        for src in ("hf", "gguf")
+    },
+}  # fmt: skip
+
+
+#: single-file runtime formats: suffix -> (format, magic bytes at offset, offset, what).
+_FILE_FORMATS: dict[str, tuple[str, bytes, int, str]] = {
+    ".pte": ("pte", b"ET", 4, "an ExecuTorch program (flatbuffer identifier ET..)"),
+    ".litertlm": ("litertlm", b"LITERTLM", 0, "a LiteRT-LM file (magic LITERTLM)"),
 }
 
 
+def _check_magic(path: Path, magic: bytes, offset: int, what: str) -> None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(offset + len(magic))
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read model file {path}: {exc.strerror}; check permissions"
+        ) from exc
+    if head[offset:] != magic:
+        raise UsageError(
+            f"not {what}: {path} (bytes {offset}..{offset + len(magic)} are "
+            f"{head[offset:]!r}); export the model again or pass the right file"
+        )
+
+
 def detect_format(path: Path) -> str:
-    """``gguf``, ``hf`` or ``onnx-genai`` from what is at ``path``.
+    """The model format of what is at ``path``: ``gguf``, ``hf``, ``onnx-genai``,
+    ``mnn`` (an MNN-LLM folder: ``llm_config.json``), ``pte`` (an ExecuTorch ``.pte``
+    file) or ``litertlm`` (a LiteRT-LM ``.litertlm`` file).
 
     Raises:
-        UsageError: missing path, non-GGUF file, or a folder that is neither a Hugging
-            Face folder (``config.json``) nor an ONNX Runtime GenAI folder
-            (``genai_config.json``).
+        UsageError: missing path, a file whose magic bytes do not match its format, or a
+            folder that is none of the folder formats.
     """
     if path.is_dir():
         if (path / "genai_config.json").is_file():
             return "onnx-genai"
+        if (path / "llm_config.json").is_file():
+            from meltbench.models.mnn_build import check_mnn_folder
+
+            check_mnn_folder(path)
+            return "mnn"
         if (path / "config.json").is_file():
             return "hf"
         raise UsageError(
             f"model path is a directory: {path}; pass the .gguf file inside it, or a "
-            "Hugging Face folder (config.json) or ONNX Runtime GenAI folder (genai_config.json)"
+            "Hugging Face folder (config.json), ONNX Runtime GenAI folder "
+            "(genai_config.json) or MNN-LLM folder (llm_config.json)"
         )
+    known = _FILE_FORMATS.get(path.suffix.lower())
+    if known and path.is_file():
+        fmt, magic, offset, what = known
+        _check_magic(path, magic, offset, what)
+        return fmt
     check_gguf_path(path)
     return "gguf"
 
@@ -163,13 +201,17 @@ def _random_weights(ref: str, formats: tuple[str, ...]) -> ResolvedModel:
     return ResolvedModel(ref=ref, alias=None, format="config", path=None, info=info)
 
 
+#: formats an alias's GGUF is converted to when the engine prefers them.
+_DERIVABLE = ("hf", "onnx-genai", "mnn", "pte", "litertlm")
+
+
 def _derive(gguf: Path, target: str, dtype: str | None) -> Path:
     """The alias's GGUF converted to ``target`` format, cached (:mod:`meltbench.models.derived`)."""
     from meltbench.models import derived
 
     if target == "hf":
         return derived.cached_hf_from_gguf(gguf)
-    return derived.cached_onnx_from_gguf(gguf, precision=dtype or "int4")
+    return derived.cached_from_gguf(gguf, target, dtype)
 
 
 def resolve_model(
@@ -211,7 +253,7 @@ def resolve_model(
             f"model file not found: {path}; pass an existing .gguf path or a registered alias"
         )
     fmt = detect_format(path)
-    if alias and fmt == "gguf" and formats[0] in ("hf", "onnx-genai"):
+    if alias and fmt == "gguf" and formats[0] != "gguf" and formats[0] in _DERIVABLE:
         # The engine prefers another format (e.g. transformers: dequantizing the GGUF
         # costs ~30 s and 2.5 GB on every load): convert once, then use the cached copy.
         path, fmt = _derive(path, formats[0], dtype), formats[0]
@@ -225,8 +267,10 @@ def resolve_model(
         info: dict[str, Any] = cached_gguf_info(path.resolve()).to_dict()
     elif fmt == "hf":
         info = read_hf_info(path)
-    else:
+    elif fmt == "onnx-genai":
         info = read_genai_info(path)
+    else:
+        info = read_runtime_info(path, fmt)
     if alias and fmt != "gguf":
         info["derived_from"] = str(alias_gguf)
     return ResolvedModel(ref=ref, alias=alias, format=fmt, path=path.resolve(), info=info)
