@@ -141,7 +141,7 @@ def test_mnn_folder_without_weights_or_with_broken_json_is_refused(tmp_path):
         detect_format(empty_weights)
     broken = write_mnn_folder(tmp_path / "b")
     (broken / "llm_config.json").write_text("[1, 2")
-    with pytest.raises(UsageError, match="llm_config.json is not readable JSON"):
+    with pytest.raises(UsageError, match=r"llm_config\.json is not readable JSON"):
         detect_format(broken)
 
 
