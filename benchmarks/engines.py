@@ -31,7 +31,94 @@ ARMS: list[tuple[str, dict[str, Any]]] = [
     ("mlx", {}),
     ("onnxruntime", {"dtype": "int4"}),
     ("openai", {}),
+    ("mnn", {"dtype": "int4"}),
+    ("executorch", {"dtype": "8da4w"}),
 ]
+
+OWN_MNN = """
+import importlib, json, os, sys
+cfg, ids, n, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+llm = importlib.import_module("MNN.llm").create(cfg)
+llm.set_config({"thread_num": threads, "sampler_type": "greedy"})
+llm.load()
+rows = []
+for _ in range(4):  # the first is a warm-up
+    llm.reset(); llm.generate_init()
+    out = llm._c_obj.generate(ids, n)
+    llm._c_obj.set_context({"generate_str": ""})  # get_context crashes on partial UTF-8
+    c = llm._c_obj.get_context()
+    rows.append([c["prompt_len"] / (c["prefill_us"] / 1e6),
+                 (c["gen_seq_len"] - 1) / (c["decode_us"] / 1e6), len(out)])
+print(json.dumps(rows[1:]), flush=True)
+os._exit(0)
+"""
+"""MNN's own ``generate(ids, n)`` with its context timers (``prefill_us``, ``decode_us``):
+the runtime's figures for the same prompt, in a fresh process."""
+
+OWN_EXECUTORCH = """
+import json, sys
+import executorch.extension.llm.custom_ops.custom_ops
+from executorch.extension.pybindings import portable_lib
+from executorch.extension.llm.runner import TextLLMRunner, GenerationConfig
+pte, tok, text = sys.argv[1:4]
+n, threads = int(sys.argv[4]), int(sys.argv[5])
+portable_lib._unsafe_reset_threadpool(threads)
+runner = TextLLMRunner(pte, tok)
+rows = []
+for _ in range(4):  # the first is a warm-up
+    stats = {}
+    def on_stats(s):
+        stats.update(json.loads(s.to_json_string()))
+    runner.reset()
+    cfg = GenerationConfig(echo=False, max_new_tokens=n, temperature=0.0, warming=True, num_bos=0)
+    runner.generate(text, cfg, lambda piece: None, on_stats)
+    pre = (stats["prompt_eval_end_ms"] - stats["inference_start_ms"]) / 1e3
+    dec = (stats["inference_end_ms"] - stats["prompt_eval_end_ms"]) / 1e3
+    rows.append([stats["prompt_tokens"] / pre, (stats["generated_tokens"] - 1) / dec,
+                 stats["prompt_tokens"]])
+print(json.dumps(rows[1:]), flush=True)
+"""
+"""ExecuTorch's own LLM runner (``TextLLMRunner``, the C++ runner's pybindings) and its
+``Stats``: a text prompt of about the same length (the runner takes text), greedy."""
+
+
+def own_figures(engine: str, result: Any, n_gen: int, threads: int) -> str:
+    """The runtime's own prefill / decode tok/s on the same model file (median of 3)."""
+    import json
+    import statistics
+
+    from meltbench.engines.openai_prompts import words_text
+
+    path = result.model.get("path") or ""
+    n_prompt = result.spec.workload.n_prompt
+    if engine == "mnn":
+        from meltbench.workloads.synthetic import synthetic_tokens
+
+        ids = synthetic_tokens(n_prompt, 262144, result.spec.workload.seed, bos=2)
+        args = [OWN_MNN, f"{path}/config.json", json.dumps(ids), str(n_gen), str(threads)]
+    elif engine == "executorch":
+        from pathlib import Path
+
+        source = json.loads(Path(path).with_suffix(".json").read_text())["source"]
+        tok = [str(Path(source) / "tokenizer.json")]  # the HF folder it was exported from
+        text = words_text(range(n_prompt - 1))
+        args = [OWN_EXECUTORCH, path, tok[0] if tok else "", text, str(n_gen), str(threads)]
+    else:
+        return ""
+    proc = subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True,
+                          timeout=1800, check=False)  # fmt: skip
+    try:
+        rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return f"{engine}: its own figures failed: {proc.stderr.strip()[-300:]}"
+    pre = statistics.median(r[0] for r in rows)
+    dec = statistics.median(r[1] for r in rows)
+    m = result.metrics
+    return (
+        f"{engine}: runtime's own prefill {pre:.1f} t/s, decode {dec:.2f} t/s "
+        f"(prompt {rows[0][2]}); meltbench / own: prefill "
+        f"{m['prefill_tps'].median / pre:.3f}, decode {m['decode_tps'].median / dec:.3f}"
+    )
 
 
 @contextlib.contextmanager
@@ -106,6 +193,7 @@ def main() -> None:
         n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.reps, warmup=1, threads=threads
     )
     rows = []
+    notes: list[str] = []
     reference: list[int] | None = None
     for engine, extra in ARMS:
         label = engine + (f" {extra['dtype']}" if "dtype" in extra else "")
@@ -122,6 +210,7 @@ def main() -> None:
         if not result.ok:
             rows.append((label, f"failed: {result.failure}"))
             continue
+        notes.append(own_figures(engine, result, args.n_gen, threads))
         tokens = result.repetitions[-1].tokens
         if engine == "llama.cpp":
             reference = tokens
@@ -168,6 +257,9 @@ def main() -> None:
             print(f"| {row[0]} | {row[1]} |" + " |" * (len(header) - 2))
         else:
             print("| " + " | ".join(row) + " |")
+    for note in notes:
+        if note:
+            print(f"\n{note}")
 
 
 if __name__ == "__main__":

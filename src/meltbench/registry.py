@@ -97,6 +97,7 @@ ENGINES = Registry(
         "mlx": "meltbench.engines.mlx:MlxEngine",
         "openai": "meltbench.engines.openai:OpenAIEngine",
         "mnn": "meltbench.engines.mnn_llm:MnnEngine",
+        "executorch": "meltbench.engines.executorch_llm:ExecuTorchEngine",
     },
     aliases={
         "llama_cpp": "llama.cpp",
@@ -110,6 +111,7 @@ ENGINES = Registry(
         "mlx-lm": "mlx",
         "http": "openai",
         "mnn-llm": "mnn",
+        "et": "executorch",
     },
     install_hints={
         "llama.cpp": "pip install 'meltbench[llama]'",
@@ -118,6 +120,7 @@ ENGINES = Registry(
         "mlx": "pip install 'meltbench[mlx]'",
         "openai": "pip install 'meltbench[openai]'",
         "mnn": "pip install 'meltbench[mnn]'",
+        "executorch": "pip install 'meltbench[executorch]'",
     },
 )
 

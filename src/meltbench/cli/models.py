@@ -12,6 +12,7 @@ __all__ = ["COMMANDS"]
 
 
 def _cmd_engines(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from meltbench.errors import UsageError
@@ -24,7 +25,7 @@ def _cmd_engines(args: argparse.Namespace) -> int:
         try:
             cls = ENGINES.load(name)
         except UsageError as exc:
-            table.add_row(name, "[red]no[/]", "", "", "", str(exc))
+            table.add_row(name, "[red]no[/]", "", "", "", escape(str(exc)))
             continue
         missing = cls.missing_requirements()
         table.add_row(
@@ -33,9 +34,9 @@ def _cmd_engines(args: argparse.Namespace) -> int:
             ", ".join(cls.model_formats),
             ", ".join(sorted(cls.dtypes)) or "-",
             "yes" if cls.supports_profile else "-",
-            (cls.install_hint or ENGINES.install_hints.get(name, ""))
+            escape(cls.install_hint or ENGINES.install_hints.get(name, ""))
             if missing
-            else cls.description,
+            else escape(cls.description),
         )
     stdout_console().print(table)
     stdout_console().print(_forward_engines_table())
@@ -44,6 +45,7 @@ def _cmd_engines(args: argparse.Namespace) -> int:
 
 def _forward_engines_table() -> Any:
     """The engines of ``--task encode`` / ``--task classify``."""
+    from rich.markup import escape
     from rich.table import Table
 
     from meltbench.errors import UsageError
@@ -56,7 +58,7 @@ def _forward_engines_table() -> Any:
         try:
             cls = FORWARD_ENGINES.load(name)
         except UsageError as exc:
-            table.add_row(name, "[red]no[/]", "", "", str(exc))
+            table.add_row(name, "[red]no[/]", "", "", escape(str(exc)))
             continue
         missing = cls.missing_requirements()
         table.add_row(
@@ -64,7 +66,7 @@ def _forward_engines_table() -> Any:
             "[green]yes[/]" if not missing else f"[red]no[/] (missing {', '.join(missing)})",
             ", ".join(cls.tasks),
             f"its {cls.export} export" if cls.export else "the weights (safetensors)",
-            cls.install_hint if missing else cls.description,
+            escape(cls.install_hint if missing else cls.description),
         )
     return table
 

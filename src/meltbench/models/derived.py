@@ -28,10 +28,12 @@ __all__ = [
 ]
 
 #: model format -> (``"module:function"`` building it from a Hugging Face folder as
-#: ``function(hf_dir, out, precision=...)``, default precision, cache-name suffix).
-HF_BUILDS: dict[str, tuple[str, str, str]] = {
-    "onnx-genai": ("meltbench.models.onnx_build:build_genai", "int4", "onnx"),
-    "mnn": ("meltbench.models.mnn_build:build_mnn", "int4", "mnn"),
+#: ``function(hf_dir, out, precision=...)``, default precision, cache-name suffix, the
+#: file inside the built folder that is the model, or "" when the folder is).
+HF_BUILDS: dict[str, tuple[str, str, str, str]] = {
+    "onnx-genai": ("meltbench.models.onnx_build:build_genai", "int4", "onnx", ""),
+    "mnn": ("meltbench.models.mnn_build:build_mnn", "int4", "mnn", ""),
+    "pte": ("meltbench.models.pte_build:build_pte", "8da4w", "pte", "model.pte"),
 }
 
 
@@ -71,7 +73,7 @@ def build_from_hf(fmt: str, hf_dir: Path, out: Path, precision: str | None = Non
         UsageError: from the builder (unknown precision, converter not installed, a
             failed conversion).
     """
-    target, default, _ = HF_BUILDS[fmt]
+    target, default, _, _ = HF_BUILDS[fmt]
     module, _, function = target.partition(":")
     builder = getattr(importlib.import_module(module), function)
     builder(hf_dir, out, precision=precision or default)
@@ -80,13 +82,14 @@ def build_from_hf(fmt: str, hf_dir: Path, out: Path, precision: str | None = Non
 def cached_from_gguf(gguf: Path, fmt: str, precision: str | None = None) -> Path:
     """``gguf`` in format ``fmt`` (a key of :data:`HF_BUILDS`), built once from its Hugging
     Face folder and cached."""
-    _, default, suffix = HF_BUILDS[fmt]
+    _, default, suffix, inside = HF_BUILDS[fmt]
     precision = precision or default
     hf = cached_hf_from_gguf(gguf)
-    return _cached(
+    folder = _cached(
         f"{gguf.stem}-{source_key(gguf)}-{suffix}-{precision}",
         lambda out: build_from_hf(fmt, hf, out, precision),
     )
+    return folder / inside if inside else folder
 
 
 def cached_onnx_from_gguf(gguf: Path, precision: str = "int4") -> Path:
