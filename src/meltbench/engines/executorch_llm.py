@@ -11,7 +11,8 @@ The loop drives the program through ExecuTorch's Python runtime
 (``executorch.runtime.Runtime.get().load_program(path).load_method("forward")``), as
 ExecuTorch's own LLM runner (``extension/llm/runner``: ``TextPrefiller`` then
 ``TextTokenGenerator``) does in C++: the prompt in one call when the program has a dynamic
-sequence length (in chunks of the largest length it takes), else token by token; then one
+sequence length (in chunks of the largest length its input tensor takes), else token by
+token; then one
 call per generated token at the next position, the next token being the argmax of the last
 position's logits. End of sequence is ignored (exactly ``n_gen`` tokens). The KV cache
 lives in the program's mutable buffers; :meth:`reset` only moves the position back to 0
@@ -106,9 +107,11 @@ class ExecuTorchEngine(Engine):
                 f"context {s.n_ctx} is longer than the program's max_seq_len {max_seq}; lower "
                 "--ctx or the workload, or export with a longer --max-seq-len"
             )
-        sizes = list(self._method.metadata.input_tensor_meta(0).sizes())
-        dynamic = bool(self._meta.get("enable_dynamic_shape", False))
-        self._chunk = max(1, int(sizes[-1])) if dynamic else 1
+        # the input's sizes in the program: the upper bound of a bounded-dynamic sequence
+        # dimension, or the static shape ((1, 1) for optimum-executorch's Gemma 3 export,
+        # whose enable_dynamic_shape metadata says True: checked here, a (1, 3) input fails
+        # with "Attempted to resize a static tensor")
+        self._chunk = max(1, int(list(self._method.metadata.input_tensor_meta(0).sizes())[-1]))
         self._torch, self._path = torch, path
         self.reset()
         vocab = self._meta.get("get_vocab_size")
