@@ -179,7 +179,10 @@ def main() -> None:
     parser.add_argument("--n-gen", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--engines", default="", help="comma list: only these (and llama.cpp)")
+    parser.add_argument("--executorch-model", help="a .pte (default: the alias, exported once)")
     args = parser.parse_args()
+    wanted = {e for e in args.engines.split(",") if e} | {"llama.cpp"}
 
     import meltbench
     from meltbench.environment import physical_cores
@@ -196,7 +199,13 @@ def main() -> None:
     notes: list[str] = []
     reference: list[int] | None = None
     for engine, extra in ARMS:
+        if args.engines and engine not in wanted:
+            continue
+        if engine == "executorch" and args.executorch_model:
+            extra = {"model": args.executorch_model}
         label = engine + (f" {extra['dtype']}" if "dtype" in extra else "")
+        if engine == "executorch":
+            label = "executorch 8da4w"
         print(f"running {label} ...", file=sys.stderr)
         try:
             if engine == "openai":
