@@ -48,7 +48,7 @@ for _ in range(4):  # the first is a warm-up
     llm._c_obj.set_context({"generate_str": ""})  # get_context crashes on partial UTF-8
     c = llm._c_obj.get_context()
     rows.append([c["prompt_len"] / (c["prefill_us"] / 1e6),
-                 (c["gen_seq_len"] - 1) / (c["decode_us"] / 1e6), len(out)])
+                 (c["gen_seq_len"] - 1) / (c["decode_us"] / 1e6), c["prompt_len"], len(out)])
 print(json.dumps(rows[1:]), flush=True)
 os._exit(0)
 """

@@ -10,7 +10,10 @@ over ``--rounds`` rounds (the order alternating), the same cached weights and in
   (the reference the reader compares with): ``transformers.AutoModel.from_pretrained`` /
   ``timm.create_model`` + ``torch.inference_mode()`` for PyTorch, ``torch.compile(model)``
   for TorchInductor, ``onnxruntime.InferenceSession(path)`` with default session options
-  for ONNX Runtime, mlx-embeddings' ``load_model`` + ``mx.eval`` for MLX; ``--warmup``
+  for ONNX Runtime, mlx-embeddings' ``load_model`` + ``mx.eval`` for MLX,
+  ``executorch.runtime.Runtime.load_program(...).load_method("forward")`` for ExecuTorch,
+  ``ai_edge_litert.interpreter.Interpreter(model_path)`` and its signature runner for
+  LiteRT (each runtime's own thread default); ``--warmup``
   untimed passes then ``--reps`` passes timed with ``time.perf_counter_ns``, inputs
   converted from NumPy and outputs back to NumPy inside the timing, as meltbench does.
 
@@ -33,16 +36,20 @@ from typing import Any
 
 CASES: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"task": "encode", "model": "bert-base", "batch_size": 1, "seq_len": 128},
-     ("torch", "torch.compile", "onnxruntime", "mlx")),
+     ("torch", "torch.compile", "onnxruntime", "executorch", "litert", "mlx")),
     ({"task": "encode", "model": "bert-base", "batch_size": 8, "seq_len": 128},
-     ("torch", "onnxruntime", "mlx")),
+     ("torch", "onnxruntime", "executorch", "litert")),
     ({"task": "classify", "model": "mobilenetv4_conv_small", "batch_size": 1},
-     ("torch", "torch.compile", "onnxruntime")),
+     ("torch", "torch.compile", "onnxruntime", "executorch", "litert")),
     ({"task": "classify", "model": "mobilenetv4_hybrid_medium", "batch_size": 1},
-     ("torch", "onnxruntime")),
+     ("torch", "onnxruntime", "executorch", "litert")),
 ]  # fmt: skip
 """(run settings, engines): the BERT-base shape at one and eight sequences of 128 tokens,
 MobileNetV4 conv-small (224 x 224) and hybrid-medium (256 x 256) on one image."""
+
+SLOW: dict[str, tuple[int, int]] = {"mlx": (5, 1)}
+"""Engines run with fewer (reps, warmup) than asked: MLX's Linux CPU backend takes seconds
+per BERT-base pass (a reference BLAS)."""
 
 
 def cli_args(case: dict[str, Any]) -> list[str]:
@@ -135,6 +142,28 @@ def bare_loop(engine: str, task: str, manifest: dict[str, Any], reps: int, warmu
                         attention_mask=mx.array(inputs["attention_mask"]))  # fmt: skip
             mx.eval(out.last_hidden_state, out.pooler_output)
             return np.array(out.last_hidden_state), np.array(out.pooler_output)
+    elif engine == "executorch":
+        import torch
+        from executorch.runtime import Runtime
+
+        method = (
+            Runtime.get().load_program(manifest["exports"]["executorch"]).load_method("forward")
+        )  # ExecuTorch's defaults: its XNNPACK thread pool as the library sizes it
+
+        def one() -> Any:
+            outs = method.execute([torch.from_numpy(a) for a in inputs.values()])
+            return [o.numpy() for o in outs]
+    elif engine == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=manifest["exports"]["litert"])  # its defaults
+        runner = interpreter.get_signature_runner()
+        details = runner.get_input_details()
+
+        def one() -> Any:
+            feed = {n: a.astype(details[n]["dtype"], copy=False)
+                    for n, a in zip(details, inputs.values(), strict=True)}  # fmt: skip
+            return runner(**feed)
     else:
         raise ValueError(engine)
     for _ in range(warmup):
@@ -153,6 +182,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--cases", default="", help="comma list of case numbers (default all)")
+    parser.add_argument("--engines", default="", help="comma list: only these engines")
     parser.add_argument("--bare", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:  # the child of bare_arm
@@ -165,19 +195,32 @@ def main() -> None:
     for index in chosen:
         case, engines = CASES[index]
         label = " ".join(f"{v}" for v in case.values())
-        print(f"\n## {label} ({args.rounds} rounds x {args.reps} passes after {args.warmup})")
+        print(
+            f"\n## {label} ({args.rounds} rounds x {args.reps} passes after {args.warmup}; "
+            f"mlx {SLOW['mlx'][0]} after {SLOW['mlx'][1]})"
+        )
         rows = {}
+        wanted = [e for e in args.engines.split(",") if e]
         for engine in engines:
+            if wanted and engine not in wanted:
+                continue
+            from meltbench.registry import FORWARD_ENGINES
+
+            missing = FORWARD_ENGINES.load(engine).missing_requirements()
+            if missing:
+                print(f"({engine}: skipped, {', '.join(missing)} not installed)")
+                continue
+            reps, warmup = SLOW.get(engine, (args.reps, args.warmup))
             mine, bare, ratios, diff = [], [], [], None
             for r in range(args.rounds):  # interleaved, the order alternating per round
                 arms = ["meltbench", "bare"] if r % 2 == 0 else ["bare", "meltbench"]
                 got: dict[str, float] = {}
                 for arm in arms:
                     if arm == "meltbench":
-                        out = meltbench_arm(case, engine, args.reps, args.warmup)
+                        out = meltbench_arm(case, engine, reps, warmup)
                         got[arm], diff = out["median_ms"], out["max_abs_diff"]
                     else:
-                        got[arm] = bare_arm(case, engine, args.reps, args.warmup)
+                        got[arm] = bare_arm(case, engine, reps, warmup)
                 mine.append(got["meltbench"])
                 bare.append(got["bare"])
                 ratios.append(got["meltbench"] / got["bare"])
