@@ -20,12 +20,27 @@ from meltbench.errors import UsageError
 __all__ = [
     "model_name",
     "read_genai_info",
+    "read_hf_config",
     "read_hf_info",
     "read_runtime_info",
     "safetensors_header",
 ]
 
 _ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def read_hf_config(hf_dir: Path) -> dict[str, Any]:
+    """The ``config.json`` of a Hugging Face folder, as a dict (what the exporters read).
+
+    Raises:
+        UsageError: the file is missing or not JSON (one line naming the folder).
+    """
+    try:
+        return json.loads((Path(hf_dir) / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"not a Hugging Face model folder: {hf_dir} ({exc}); pass a folder with config.json"
+        ) from exc
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:

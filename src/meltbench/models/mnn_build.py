@@ -31,6 +31,7 @@ from typing import Any
 
 from meltbench.errors import UsageError
 from meltbench.models.child_build import child_main, run_child
+from meltbench.models.hf_info import read_hf_config
 
 __all__ = ["MNN_PRECISIONS", "build_mnn", "check_mnn_folder", "is_mnn_folder"]
 
@@ -97,12 +98,7 @@ def build_mnn(hf_dir: Path, out_dir: Path, precision: str = "int4") -> None:
             f"unknown MNN precision {precision!r}; choose one of: {', '.join(MNN_PRECISIONS)}"
         )
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    try:
-        config = json.loads((hf_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"not a Hugging Face model folder: {hf_dir} ({exc}); pass a folder with config.json"
-        ) from exc
+    config = read_hf_config(hf_dir)
     missing = [m for m in ("MNN", "llmexport") if importlib.util.find_spec(m) is None]
     if missing:
         raise UsageError(

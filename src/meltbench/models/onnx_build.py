@@ -32,6 +32,7 @@ from typing import Any
 
 from meltbench.errors import UsageError
 from meltbench.models.child_build import child_main, run_child
+from meltbench.models.hf_info import read_hf_config
 
 __all__ = ["BUILDER_OPTIONS", "PRECISIONS", "build_genai", "compat_config"]
 
@@ -139,12 +140,7 @@ def build_genai(hf_dir: Path, out_dir: Path, precision: str = "int4") -> None:
         )
     hf_dir = Path(hf_dir)
     out_dir = Path(out_dir)
-    try:
-        config = json.loads((hf_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"not a Hugging Face model folder: {hf_dir} ({exc}); pass a folder with config.json"
-        ) from exc
+    config = read_hf_config(hf_dir)
     arch = _architecture(config)
     missing = _missing_modules()
     if missing:

@@ -36,6 +36,7 @@ from typing import Any
 
 from meltbench.errors import UsageError
 from meltbench.models.child_build import child_main, run_child
+from meltbench.models.hf_info import read_hf_config
 
 __all__ = ["PTE_PRECISIONS", "build_pte"]
 
@@ -72,12 +73,7 @@ def build_pte(hf_dir: Path, out: Path, precision: str = "8da4w",
     hf_dir, out = Path(hf_dir), Path(out)
     if out.suffix != ".pte":  # a folder: model.pte and model.json inside
         out = out / "model.pte"
-    try:
-        config = json.loads((hf_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"not a Hugging Face model folder: {hf_dir} ({exc}); pass a folder with config.json"
-        ) from exc
+    config = read_hf_config(hf_dir)
     missing = [m for m in ("executorch", "optimum.exporters.executorch") if _missing(m)]
     if missing:
         raise UsageError(
