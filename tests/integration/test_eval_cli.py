@@ -1,6 +1,8 @@
 """``meltbench eval`` and ``meltbench quant-study`` end to end on the real default model.
 
-A slice of WikiText-2 (test split, ../shared/data) keeps each evaluation to seconds.
+A slice of WikiText-2 (test split, ../shared/data: 2,000 characters, 562 tokens)
+keeps each evaluation to seconds (the full-vocabulary reduction of 262,144-entry rows
+costs more than llama.cpp on 2 cores, so the slice is what sets this file's time).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tests.helpers import wikitext_test_path
 pytestmark = pytest.mark.integration
 
 WIKITEXT = wikitext_test_path()
-SLICE = ["--corpus", str(WIKITEXT), "--max-chars", "5000", "--ctx", "128", "--stride", "64"]
+SLICE = ["--corpus", str(WIKITEXT), "--max-chars", "2000", "--ctx", "128", "--stride", "64"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,7 +58,7 @@ def test_eval_prints_and_stores_perplexity(saved_reference):
     ppl = result.metrics["perplexity"].median
     assert 1.0 < ppl < 1000.0
     assert result.accuracy["n_scored"] == result.accuracy["n_tokens"]  # BOS: every token
-    assert result.accuracy["corpus_chars"] == 5000
+    assert result.accuracy["corpus_chars"] == 2000
 
 
 def test_eval_against_its_own_saved_reference_is_exact(saved_reference):

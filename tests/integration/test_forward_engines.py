@@ -91,7 +91,11 @@ def test_every_engine_runs_the_encoder_and_matches_pytorch(home: Path, engine: s
         assert data["cold"]["latency_ms"] > 20 * data["metrics"]["latency_ms"]["median"]
 
 
-@pytest.mark.parametrize("engine", ["torch", "onnxruntime", "executorch"])
+# ExecuTorch and MLX run the encoder above; the vision model adds timm's export path for
+# the two engines a phone and a desktop app ship most (an ExecuTorch vision export costs
+# another minute of CI on 2 cores; the case passed in this file, in CI, before it was
+# dropped for time).
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
 def test_the_vision_model_runs_and_matches_pytorch(home: Path, engine: str) -> None:
     data = run_json(home, *CLASSIFY, "--engine", engine)
     check_run(data, "classify", engine, 2)
@@ -142,8 +146,9 @@ def test_runs_are_stored_and_a_second_run_reuses_the_build(home: Path) -> None:
 
 def test_a_batch_sweep_and_its_report_figure(home: Path) -> None:
     db = str(home / "sweep.db")
+    # one engine: each (batch, engine) point builds its inputs, reference and export
     proc = cli(home, "sweep", *ENCODE[:4], "--seq-len", "16", "--batch-size", "1,4", "-e",
-               "torch,onnxruntime", "-r", "2", "--warmup", "1", "--db", db)  # fmt: skip
+               "torch", "-r", "2", "--warmup", "1", "--db", db)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "encode-b1-s16" in proc.stdout and "encode-b4-s16" in proc.stdout
     with sqlite3.connect(db) as conn:
