@@ -31,19 +31,20 @@ this loop with that runner's own figures on the same file.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from meltbench.engines.base import Engine, EngineSettings, ModelHandle
+from meltbench.engines.base import EngineSettings, ModelHandle
+from meltbench.engines.greedy_steps import GreedyStepEngine
 from meltbench.errors import UsageError
+from meltbench.models.build_record import check_dtype, read_build_record
 
 __all__ = ["ExecuTorchEngine"]
 
 
-class ExecuTorchEngine(Engine):
+class ExecuTorchEngine(GreedyStepEngine):
     """ExecuTorch (XNNPACK delegate) on a ``.pte`` LLM program, greedy, token ids in."""
 
     name = "executorch"
@@ -81,18 +82,9 @@ class ExecuTorchEngine(Engine):
         except ImportError:
             pass
         path = Path(model.path or "")
-        try:
-            self._built = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            self._built = {}
+        self._built = read_build_record(path)
         s = self.settings
-        precision = self._built.get("precision")
-        if s.dtype is not None and precision is not None and s.dtype != precision:
-            raise UsageError(
-                f"--dtype {s.dtype} but {path} holds {precision} weights; drop --dtype or "
-                f"export a {s.dtype} program with: meltbench convert MODEL --to pte "
-                f"--dtype {s.dtype}"
-            )
+        check_dtype(s.dtype, self._built, path, "pte")
         portable_lib._unsafe_reset_threadpool(int(s.threads))
         self._pool = int(portable_lib._threadpool_get_thread_count())
         program = Runtime.get().load_program(str(path))
@@ -167,19 +159,6 @@ class ExecuTorchEngine(Engine):
     def reset(self) -> None:
         """Start at position 0 (the cache entries past it are masked, then overwritten)."""
         self._pos = 0
-
-    def extend(self, tokens: Sequence[int]) -> None:
-        """Run ``tokens`` into the KV cache (execute is synchronous)."""
-        if tokens:
-            self._logits(tokens)
-
-    def stream(self, prompt: Sequence[int], n_gen: int) -> Iterator[int]:
-        """Prefill ``prompt``, then yield ``n_gen`` greedy tokens."""
-        token = int(self._logits(prompt).argmax())
-        yield token
-        for _ in range(n_gen - 1):
-            token = int(self._logits([token]).argmax())
-            yield token
 
     def unload(self) -> None:
         """Release the method (and with it the program's buffers)."""

@@ -32,20 +32,22 @@ none: each is read into NumPy and dropped).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from meltbench.engines.base import Engine, EngineSettings, ModelHandle
+from meltbench.engines.base import EngineSettings, ModelHandle
+from meltbench.engines.greedy_steps import GreedyStepEngine
 from meltbench.errors import UsageError
+from meltbench.models.build_record import check_dtype, read_build_record
 
 __all__ = ["MnnEngine"]
 
 _RUNTIME_OPTIONS = ("precision", "memory", "backend_type", "max_all_tokens")
 
 
-class MnnEngine(Engine):
+class MnnEngine(GreedyStepEngine):
     """MNN-LLM through its Python bindings (``MNN.llm``), greedy, one token per step."""
 
     name = "mnn"
@@ -90,18 +92,9 @@ class MnnEngine(Engine):
                 f"not an MNN-LLM folder: {path} (config.json / llm_config.json: {exc}); "
                 "export one with: meltbench convert MODEL --to mnn"
             ) from exc
-        try:
-            self._meta = json.loads((path / "meltbench.json").read_text())
-        except (OSError, ValueError):
-            self._meta = {}
-        precision = self._meta.get("precision")
+        self._meta = read_build_record(path)
         s = self.settings
-        if s.dtype is not None and precision is not None and s.dtype != precision:
-            raise UsageError(
-                f"--dtype {s.dtype} but {path} holds {precision} weights; drop --dtype or "
-                f"export a {s.dtype} folder with: meltbench convert MODEL --to mnn "
-                f"--dtype {s.dtype}"
-            )
+        check_dtype(s.dtype, self._meta, path, "mnn")
         self._np, self._path = np, path
         handle = llm.create(str(path / "config.json"))
         overrides: dict[str, Any] = {"thread_num": int(s.threads), "sampler_type": "greedy"}
@@ -159,20 +152,6 @@ class MnnEngine(Engine):
     def reset(self) -> None:
         """Clear the KV cache and history (``Llm.reset``)."""
         self._llm.reset()
-
-    def extend(self, tokens: Sequence[int]) -> None:
-        """Run ``tokens`` into the KV cache (one ``forward`` call; the logits are read,
-        which waits for the computation, and dropped)."""
-        if tokens:
-            self._logits(tokens)
-
-    def stream(self, prompt: Sequence[int], n_gen: int) -> Iterator[int]:
-        """Prefill ``prompt`` in one step, then yield ``n_gen`` greedy tokens."""
-        token = int(self._logits(prompt).argmax())
-        yield token
-        for _ in range(n_gen - 1):
-            token = int(self._logits([token]).argmax())
-            yield token
 
     def unload(self) -> None:
         """Release the model."""

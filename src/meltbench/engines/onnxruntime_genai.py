@@ -40,6 +40,7 @@ from typing import Any
 
 from meltbench.engines.base import Engine, EngineSettings, ModelHandle
 from meltbench.errors import UsageError
+from meltbench.models.build_record import check_dtype, read_build_record
 
 __all__ = ["OnnxRuntimeGenAIEngine", "summarize_trace"]
 
@@ -156,18 +157,9 @@ class OnnxRuntimeGenAIEngine(Engine):
                 f"not an ONNX Runtime GenAI folder: {path} (no readable genai_config.json: "
                 f"{exc}); build one with: meltbench convert MODEL --to onnx"
             ) from exc
-        try:
-            self._built = json.loads((path / "meltbench.json").read_text())
-        except (OSError, ValueError):
-            self._built = {}
+        self._built = read_build_record(path)
         s = self.settings
-        precision = self._built.get("precision")
-        if s.dtype is not None and precision is not None and s.dtype != precision:
-            raise UsageError(
-                f"--dtype {s.dtype} but {path} holds {precision} weights; drop --dtype or "
-                f"build a {s.dtype} folder with: meltbench convert MODEL --to onnx "
-                f"--dtype {s.dtype}"
-            )
+        check_dtype(s.dtype, self._built, path, "onnx")
         context = (self._genai.get("model") or {}).get("context_length")
         if context is not None and s.n_ctx > int(context):
             raise UsageError(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.models.build_record import read_build_record
 
 __all__ = [
     "model_name",
@@ -123,11 +124,7 @@ def read_genai_info(folder: Path) -> dict[str, Any]:
         config = json.loads((folder / "genai_config.json").read_text())
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read {folder / 'genai_config.json'}: {exc}") from exc
-    built: dict[str, Any] = {}
-    try:
-        built = json.loads((folder / "meltbench.json").read_text())
-    except (OSError, ValueError):
-        pass
+    built = read_build_record(folder)
     weights = [
         f
         for f in folder.iterdir()
@@ -148,11 +145,7 @@ def read_runtime_info(path: Path, fmt: str) -> dict[str, Any]:
     """Facts of an MNN folder, ``.pte`` or ``.litertlm`` file: ``name``, ``architecture``,
     ``quant`` and ``n_params`` from the ``meltbench.json`` meltbench wrote beside it
     (None when another tool made it), ``size_bytes`` of the weights."""
-    meta_file = path / "meltbench.json" if path.is_dir() else path.with_suffix(".json")
-    try:
-        built = json.loads(meta_file.read_text())
-    except (OSError, ValueError):
-        built = {}
+    built = read_build_record(path)
     if path.is_dir():
         size = sum(f.stat().st_size for f in path.iterdir() if f.name.startswith("llm.mnn"))
     else:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.models.build_record import write_build_record
 from meltbench.models.child_build import child_main, run_child
 from meltbench.models.hf_info import read_hf_config
 
@@ -123,7 +124,7 @@ def build_mnn(hf_dir: Path, out_dir: Path, precision: str = "int4") -> None:
             "vocab_size": text.get("vocab_size"),
             "bos_token_id": text.get("bos_token_id", config.get("bos_token_id")),
         }
-        (out_dir / "meltbench.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_build_record(out_dir, meta)
     except BaseException:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)

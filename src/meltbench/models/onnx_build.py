@@ -24,13 +24,13 @@ becomes the ``full_attention`` entry, ``rope_theta`` its theta and
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.models.build_record import write_build_record
 from meltbench.models.child_build import child_main, run_child
 from meltbench.models.hf_info import read_hf_config
 
@@ -165,7 +165,7 @@ def build_genai(hf_dir: Path, out_dir: Path, precision: str = "int4") -> None:
             "execution_provider": "cpu",
             "builder_options": {k: v for k, v in BUILDER_OPTIONS.items() if k != "hf_token"},
         }
-        (out_dir / "meltbench.json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_build_record(out_dir, meta)
     except BaseException:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)

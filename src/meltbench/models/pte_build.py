@@ -27,7 +27,6 @@ transformers, with which the export works (checked on this machine with 5.25).
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
+from meltbench.models.build_record import write_build_record
 from meltbench.models.child_build import child_main, run_child
 from meltbench.models.hf_info import read_hf_config
 
@@ -103,7 +103,7 @@ def build_pte(hf_dir: Path, out: Path, precision: str = "8da4w",
             "vocab_size": text.get("vocab_size"),
             "bos_token_id": text.get("bos_token_id", config.get("bos_token_id")),
         }
-        out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        write_build_record(out, meta)
         shutil.move(str(written[0]), out)
 
 
