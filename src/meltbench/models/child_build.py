@@ -5,6 +5,9 @@ litert-torch) import torch and transformers, print a lot and hold the whole mode
 memory; none of that belongs in the host process. :func:`run_child` starts
 ``python -m MODULE JOB_JSON`` with ``HF_HUB_OFFLINE=1`` (only local folders are read),
 sends its output to a log file, and reads the status the child wrote to a JSON file;
+the child's working directory is its temporary folder, so what a converter writes where it
+runs (MNN's ``llmexport`` leaves an ``.export.log``) goes away with it, never into the
+user's folder -- paths in the job must therefore be absolute;
 :func:`child_main` is the child's side: it runs the conversion and writes that status.
 """
 
@@ -30,7 +33,8 @@ def run_child(module: str, job: dict[str, Any], failure: str, python: str | None
 
     Args:
         module: the child's module (its ``__main__`` calls :func:`child_main`).
-        job: JSON-ready arguments; ``status_file`` and ``tmp_dir`` are added.
+        job: JSON-ready arguments, paths absolute (the child runs in a temporary
+            folder); ``status_file`` and ``tmp_dir`` are added.
         failure: the start of the error line, e.g. ``"MNN's llmexport cannot convert X"``.
         python: the interpreter to run (default: this one).
 
@@ -38,7 +42,8 @@ def run_child(module: str, job: dict[str, Any], failure: str, python: str | None
         UsageError: the child failed: ``"{failure}: {error type}: {first line}"``, the
             last log line when the child died without writing a status.
     """
-    with tempfile.TemporaryDirectory(prefix="meltbench-build-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="meltbench-build-") as tmp_name:
+        tmp = str(Path(tmp_name).resolve())
         status_file = Path(tmp) / "status.json"
         log_file = Path(tmp) / "build.log"
         job = {**job, "status_file": str(status_file), "tmp_dir": tmp}
@@ -51,6 +56,7 @@ def run_child(module: str, job: dict[str, Any], failure: str, python: str | None
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=tmp,
                 check=False,
             )
         try:

@@ -82,7 +82,8 @@ def build_pte(hf_dir: Path, out: Path, precision: str = "8da4w",
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="meltbench-pte-", dir=out.parent) as tmp:
-        job = {"hf_dir": str(hf_dir.resolve()), "out_dir": tmp, "max_seq_len": max_seq_len,
+        job = {"hf_dir": str(hf_dir.resolve()), "out_dir": str(Path(tmp).resolve()),
+               "max_seq_len": max_seq_len,
                "options": PTE_PRECISIONS[precision]}  # fmt: skip
         run_child("meltbench.models.pte_build", job,
                   f"optimum-executorch cannot export {hf_dir}")  # fmt: skip
