@@ -11,6 +11,7 @@ from meltbench.models.build_record import (
     check_dtype,
     read_build_record,
     record_path,
+    source_fields,
     write_build_record,
 )
 
@@ -57,3 +58,21 @@ def test_a_dtype_other_than_the_built_precision_is_refused() -> None:
 )
 def test_no_dtype_the_same_dtype_or_no_record_pass(dtype: str | None, record: dict) -> None:
     check_dtype(dtype, record, Path("/m"), "mnn")  # no error
+
+
+def test_source_fields_of_a_multimodal_config_read_its_text_config(tmp_path: Path) -> None:
+    hf = tmp_path / "gemma"
+    hf.mkdir()
+    config = {"_name_or_path": "Gemma 3 270m", "architectures": ["Gemma3ForCausalLM"],
+              "text_config": {"vocab_size": 262144, "bos_token_id": 2}}  # fmt: skip
+    assert source_fields(hf, config) == {
+        "source": str(hf.resolve()),
+        "name": "Gemma 3 270m",
+        "architecture": "Gemma3ForCausalLM",
+        "vocab_size": 262144,
+        "bos_token_id": 2,
+    }
+    bare = {"model_type": "llama", "vocab_size": 32, "bos_token_id": 1}
+    assert source_fields(hf, bare)["name"] == "gemma"
+    assert source_fields(hf, bare)["architecture"] == "llama"
+    assert source_fields(hf, bare)["bos_token_id"] == 1

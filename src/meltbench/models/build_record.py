@@ -16,7 +16,13 @@ from typing import Any
 
 from meltbench.errors import UsageError
 
-__all__ = ["check_dtype", "read_build_record", "record_path", "write_build_record"]
+__all__ = [
+    "check_dtype",
+    "read_build_record",
+    "record_path",
+    "source_fields",
+    "write_build_record",
+]
 
 
 def record_path(model: Path) -> Path:
@@ -42,6 +48,29 @@ def write_build_record(model: Path, record: dict[str, Any]) -> None:
         OSError: if the file cannot be written.
     """
     record_path(model).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def source_fields(hf_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The record's facts of the Hugging Face folder a model was exported from.
+
+    Args:
+        hf_dir: the source folder.
+        config: its ``config.json`` (:func:`meltbench.models.hf_info.read_hf_config`).
+
+    Returns:
+        ``source`` (the folder, absolute), ``name`` (``_name_or_path``, else the folder's
+        name), ``architecture`` (the first of ``architectures``, else ``model_type``),
+        ``vocab_size`` and ``bos_token_id`` (from ``text_config`` for multimodal configs;
+        None when absent).
+    """
+    text = config.get("text_config") or config
+    return {
+        "source": str(Path(hf_dir).resolve()),
+        "name": config.get("_name_or_path") or Path(hf_dir).name,
+        "architecture": (config.get("architectures") or [config.get("model_type")])[0],
+        "vocab_size": text.get("vocab_size"),
+        "bos_token_id": text.get("bos_token_id", config.get("bos_token_id")),
+    }
 
 
 def check_dtype(dtype: str | None, record: dict[str, Any], model: Path, to: str) -> None:

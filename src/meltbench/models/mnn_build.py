@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
-from meltbench.models.build_record import write_build_record
+from meltbench.models.build_record import source_fields, write_build_record
 from meltbench.models.child_build import child_main, run_child
 from meltbench.models.hf_info import read_hf_config
 
@@ -114,15 +114,10 @@ def build_mnn(hf_dir: Path, out_dir: Path, precision: str = "int4") -> None:
                   f"MNN's llmexport cannot convert {hf_dir}")  # fmt: skip
         if not is_mnn_folder(out_dir):
             raise UsageError(f"MNN's llmexport wrote no llm_config.json for {hf_dir}")
-        text = config.get("text_config") or config
         meta = {
             "precision": precision,
             "quant_block": QUANT_BLOCK,
-            "source": str(hf_dir.resolve()),
-            "name": config.get("_name_or_path") or hf_dir.name,
-            "architecture": (config.get("architectures") or [config.get("model_type")])[0],
-            "vocab_size": text.get("vocab_size"),
-            "bos_token_id": text.get("bos_token_id", config.get("bos_token_id")),
+            **source_fields(hf_dir, config),
         }
         write_build_record(out_dir, meta)
     except BaseException:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from meltbench.errors import UsageError
-from meltbench.models.build_record import write_build_record
+from meltbench.models.build_record import source_fields, write_build_record
 from meltbench.models.child_build import child_main, run_child
 from meltbench.models.hf_info import read_hf_config
 
@@ -90,7 +90,6 @@ def build_pte(hf_dir: Path, out: Path, precision: str = "8da4w",
         written = sorted(Path(tmp).glob("*.pte"))
         if not written:
             raise UsageError(f"optimum-executorch wrote no .pte for {hf_dir}")
-        text = config.get("text_config") or config
         meta = {
             "precision": precision,
             "recipe": {
@@ -98,11 +97,7 @@ def build_pte(hf_dir: Path, out: Path, precision: str = "8da4w",
                 "max_seq_len": max_seq_len,
                 **PTE_PRECISIONS[precision],
             },
-            "source": str(hf_dir.resolve()),
-            "name": config.get("_name_or_path") or hf_dir.name,
-            "architecture": (config.get("architectures") or [config.get("model_type")])[0],
-            "vocab_size": text.get("vocab_size"),
-            "bos_token_id": text.get("bos_token_id", config.get("bos_token_id")),
+            **source_fields(hf_dir, config),
         }
         write_build_record(out, meta)
         shutil.move(str(written[0]), out)
